@@ -1,0 +1,265 @@
+// Package workloads describes what a benchmark asks of a cluster: which WAN the replicas
+// sit in (a round-trip-time matrix between sites), where the clients are, which keys their
+// commands touch (the EPaxos paper's conflict rate, or uniform / zipf key choice), how many
+// of them read, how large the values are, and when commands are sent (closed loop with N
+// outstanding per client, or open loop with Poisson arrivals). It also computes the
+// theoretical optimum commit latency of each protocol at each site from a matrix.
+//
+// Everything here is deterministic given a seed and free of goroutines, so the bench
+// harness, the simulator and the tests share one definition of a workload.
+package workloads
+
+import (
+	"bufio"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Names of the built-in WAN matrices accepted by ResolveWAN.
+const (
+	WANAWS5  = "aws-5site" // five AWS regions: CA, VA, OR, IE, JP (EPaxos paper, Figure 4)
+	WANAWS3  = "aws-3site" // CA, VA, IE: the paper's N=3 deployment
+	WANNone  = "none"      // no added delay (every RTT 0)
+	siteNone = "local"
+)
+
+//go:embed matrices/aws-5site.csv
+var aws5CSV string
+
+// Matrix holds symmetric round-trip times in milliseconds between named sites. Its fields
+// match transport.Matrix one for one, so a *Matrix converts to a *transport.Matrix with a
+// plain type conversion.
+type Matrix struct {
+	Sites     []string
+	RTTMillis [][]float64 // RTTMillis[i][j]: round trip between Sites[i] and Sites[j]; the diagonal is the site-local RTT
+}
+
+// ErrBadMatrix is returned (wrapped) for a malformed matrix.
+var ErrBadMatrix = errors.New("workloads: bad latency matrix")
+
+// AWS5 returns the built-in 5-site AWS matrix (matrices/aws-5site.csv).
+func AWS5() *Matrix {
+	m, err := ParseMatrix(strings.NewReader(aws5CSV))
+	if err != nil {
+		panic("workloads: embedded matrix: " + err.Error()) // a build-time constant; tested
+	}
+	return m
+}
+
+// ResolveWAN turns a --wan value into a matrix: "aws-5site", "aws-3site" (CA, VA, IE),
+// "none" (nil matrix: no delay), or the path of a CSV file in the format of
+// matrices/aws-5site.csv.
+func ResolveWAN(spec string) (*Matrix, error) {
+	switch spec {
+	case WANAWS5, "":
+		return AWS5(), nil
+	case WANAWS3:
+		return AWS5().Subset("CA", "VA", "IE")
+	case WANNone:
+		return nil, nil
+	}
+	return LoadMatrix(spec)
+}
+
+// LoadMatrix reads a CSV matrix file.
+func LoadMatrix(path string) (*Matrix, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("workloads: wan %q is not aws-5site, aws-3site, none or a readable CSV file: %w", path, err)
+	}
+	defer f.Close()
+	m, err := ParseMatrix(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// ParseMatrix reads the CSV format: '#' comment lines, a header "site,A,B,...", then one
+// row per site in the header's order with its RTTs in milliseconds. The matrix must be
+// square, symmetric (within 1%), and non-negative.
+func ParseMatrix(r io.Reader) (*Matrix, error) {
+	sc := bufio.NewScanner(r)
+	var m Matrix
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		fields := strings.Split(text, ",")
+		for i := range fields {
+			fields[i] = strings.TrimSpace(fields[i])
+		}
+		if m.Sites == nil {
+			if len(fields) < 2 {
+				return nil, fmt.Errorf("%w: line %d: header needs a first column and at least one site", ErrBadMatrix, line)
+			}
+			m.Sites = fields[1:]
+			seen := map[string]bool{}
+			for _, s := range m.Sites {
+				if s == "" || seen[s] {
+					return nil, fmt.Errorf("%w: line %d: empty or duplicate site %q", ErrBadMatrix, line, s)
+				}
+				seen[s] = true
+			}
+			continue
+		}
+		row := len(m.RTTMillis)
+		if row >= len(m.Sites) {
+			return nil, fmt.Errorf("%w: line %d: more rows than sites", ErrBadMatrix, line)
+		}
+		if len(fields) != len(m.Sites)+1 {
+			return nil, fmt.Errorf("%w: line %d: %d columns, want %d", ErrBadMatrix, line, len(fields), len(m.Sites)+1)
+		}
+		if fields[0] != m.Sites[row] {
+			return nil, fmt.Errorf("%w: line %d: row %q, want %q (rows in header order)", ErrBadMatrix, line, fields[0], m.Sites[row])
+		}
+		vals := make([]float64, len(m.Sites))
+		for j, f := range fields[1:] {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("%w: line %d: bad RTT %q", ErrBadMatrix, line, f)
+			}
+			vals[j] = v
+		}
+		m.RTTMillis = append(m.RTTMillis, vals)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if m.Sites == nil {
+		return nil, fmt.Errorf("%w: no header", ErrBadMatrix)
+	}
+	if len(m.RTTMillis) != len(m.Sites) {
+		return nil, fmt.Errorf("%w: %d rows for %d sites", ErrBadMatrix, len(m.RTTMillis), len(m.Sites))
+	}
+	for i := range m.Sites {
+		for j := range i {
+			a, b := m.RTTMillis[i][j], m.RTTMillis[j][i]
+			if math.Abs(a-b) > 0.01*math.Max(a, b)+1e-9 {
+				return nil, fmt.Errorf("%w: not symmetric: %s-%s %.3f vs %.3f", ErrBadMatrix, m.Sites[i], m.Sites[j], a, b)
+			}
+		}
+	}
+	return &m, nil
+}
+
+// Index returns the position of site in m.Sites, or -1.
+func (m *Matrix) Index(site string) int {
+	for i, s := range m.Sites {
+		if s == site {
+			return i
+		}
+	}
+	return -1
+}
+
+// RTT returns the round trip between two sites in milliseconds.
+func (m *Matrix) RTT(a, b string) (float64, error) {
+	i, j := m.Index(a), m.Index(b)
+	if i < 0 || j < 0 {
+		return 0, fmt.Errorf("workloads: unknown site %q or %q (sites %v)", a, b, m.Sites)
+	}
+	return m.RTTMillis[i][j], nil
+}
+
+// OneWay returns half the round trip between two sites.
+func (m *Matrix) OneWay(a, b string) (time.Duration, error) {
+	rtt, err := m.RTT(a, b)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(rtt / 2 * float64(time.Millisecond)), nil
+}
+
+// Subset returns the matrix restricted to sites, in the order given.
+func (m *Matrix) Subset(sites ...string) (*Matrix, error) {
+	out := &Matrix{Sites: append([]string(nil), sites...), RTTMillis: make([][]float64, len(sites))}
+	for i, a := range sites {
+		out.RTTMillis[i] = make([]float64, len(sites))
+		for j, b := range sites {
+			rtt, err := m.RTT(a, b)
+			if err != nil {
+				return nil, err
+			}
+			out.RTTMillis[i][j] = rtt
+		}
+	}
+	return out, nil
+}
+
+// PlaceReplicas assigns n replicas to sites: replica i (1-based) goes to the i-th site of
+// the matrix, wrapping around when n exceeds the number of sites. With a nil matrix (no
+// WAN) every replica is at one site named "local".
+func PlaceReplicas(m *Matrix, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		if m == nil || len(m.Sites) == 0 {
+			out[i] = siteNone
+		} else {
+			out[i] = m.Sites[i%len(m.Sites)]
+		}
+	}
+	return out
+}
+
+// ForReplicas returns the matrix a cluster of n replicas should use: the matrix itself
+// when it has n sites; for aws-5site and n = 3 the paper's N=3 subset (CA, VA, IE); for any
+// other size the first n sites (or, when n exceeds the sites, the sites in PlaceReplicas
+// order with repeats, each repeated site an independent copy with the local RTT between
+// copies). A nil matrix stays nil.
+func (m *Matrix) ForReplicas(n int) (*Matrix, error) {
+	if m == nil {
+		return nil, nil
+	}
+	if n == len(m.Sites) {
+		return m, nil
+	}
+	if n == 3 && m.Index("CA") >= 0 && m.Index("VA") >= 0 && m.Index("IE") >= 0 {
+		return m.Subset("CA", "VA", "IE")
+	}
+	if n < len(m.Sites) {
+		return m.Subset(m.Sites[:n]...)
+	}
+	// More replicas than sites: name the copies SITE, SITE2, SITE3...
+	out := &Matrix{Sites: make([]string, n), RTTMillis: make([][]float64, n)}
+	base := make([]int, n)
+	for i := range n {
+		base[i] = i % len(m.Sites)
+		name := m.Sites[base[i]]
+		if k := i / len(m.Sites); k > 0 {
+			name = fmt.Sprintf("%s%d", name, k+1)
+		}
+		out.Sites[i] = name
+	}
+	for i := range n {
+		out.RTTMillis[i] = make([]float64, n)
+		for j := range n {
+			out.RTTMillis[i][j] = m.RTTMillis[base[i]][base[j]]
+		}
+	}
+	return out, nil
+}
+
+// String formats the matrix as the CSV that ParseMatrix reads.
+func (m *Matrix) String() string {
+	var b strings.Builder
+	b.WriteString("site," + strings.Join(m.Sites, ",") + "\n")
+	for i, s := range m.Sites {
+		b.WriteString(s)
+		for _, v := range m.RTTMillis[i] {
+			b.WriteString("," + strconv.FormatFloat(v, 'f', -1, 64))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
