@@ -1,0 +1,110 @@
+// Package transport moves protocol.Messages between replicas and client commands between
+// clients and replicas.
+//
+// Three implementations share the Transport interface:
+//
+//   - TCP (NewTCP): one TCP connection per replica pair, a handshake on every connection
+//     (magic, version, cluster ID, replica ID, optional HMAC-SHA256 challenge-response,
+//     optional s2 compression), a bounded send queue per peer drained by one writer
+//     goroutine that flushes only when its queue is empty (natural batching), one reader
+//     goroutine per connection delivering every message one read decoded as one batch, and
+//     reconnection with capped exponential backoff. The same listener serves clients
+//     (ServerConn, DialClient/ClientConn).
+//   - MemNetwork: in-process, for tests.
+//   - NewWAN: a wrapper around any Transport that delays each message by the one-way
+//     latency of its (sender site, receiver site) pair from a latency Matrix, FIFO per link,
+//     so that a multi-site WAN can be reproduced on one machine.
+//
+// The transport may drop messages (full queue, broken link): the protocols retransmit.
+// It never reorders messages on one link and never blocks the sender.
+//
+// See docs/transport.md for the handshake bytes and the design.
+package transport
+
+import (
+	"errors"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+// Transport carries protocol messages between replicas.
+type Transport interface {
+	// Send queues m for m.To and returns at once: it never blocks. The message may be
+	// dropped when the peer is unknown or down, or its queue is full. Send copies (or
+	// encodes) m before returning, so the caller may reuse m's memory immediately (the
+	// engine contract lets an engine reuse a Ready's memory after Advance). A message to
+	// the transport's own ID is delivered locally.
+	Send(m protocol.Message)
+	// Recv returns the channel of received batches. A batch holds the messages one read
+	// decoded; the receiver owns them (their slices may share memory with each other, not
+	// with anything the transport keeps). The channel is closed by Close.
+	Recv() <-chan []protocol.Message
+	// Close stops every goroutine of the transport and waits for them. Safe to call twice.
+	Close() error
+}
+
+// ErrClosed is returned by operations on a closed transport or connection.
+var ErrClosed = errors.New("transport: closed")
+
+// Default sizes.
+const (
+	// DefaultQueueLen is the default per-peer send queue, in messages.
+	DefaultQueueLen = 8192
+	// DefaultQueueBytes bounds the encoded bytes queued for one peer.
+	DefaultQueueBytes = 64 << 20
+	// recvChanLen is the number of batches buffered on a Recv channel; readers block (and
+	// TCP pushes back on the sender) when the consumer falls behind.
+	recvChanLen = 256
+)
+
+// cloneMessage returns a deep copy of m whose slices share no memory with m. The in-memory
+// and WAN transports use it to honour Send's contract (the caller may reuse m at once) and
+// Recv's (the receiver owns what it gets).
+func cloneMessage(m *protocol.Message) protocol.Message {
+	c := *m
+	c.Deps = cloneDeps(m.Deps)
+	c.Cmds = cloneCmds(m.Cmds)
+	if m.Insts != nil {
+		c.Insts = make([]protocol.Instance, len(m.Insts))
+		for i := range m.Insts {
+			c.Insts[i] = m.Insts[i]
+			c.Insts[i].Deps = cloneDeps(m.Insts[i].Deps)
+			c.Insts[i].Cmds = cloneCmds(m.Insts[i].Cmds)
+		}
+	}
+	c.Data = cloneBytes(m.Data)
+	return c
+}
+
+func cloneDeps(d []protocol.InstanceID) []protocol.InstanceID {
+	if d == nil {
+		return nil
+	}
+	return append(make([]protocol.InstanceID, 0, len(d)), d...)
+}
+
+func cloneCmds(cmds []protocol.Command) []protocol.Command {
+	if cmds == nil {
+		return nil
+	}
+	c := make([]protocol.Command, len(cmds))
+	for i := range cmds {
+		c[i] = cloneCommand(&cmds[i])
+	}
+	return c
+}
+
+func cloneCommand(cmd *protocol.Command) protocol.Command {
+	c := *cmd
+	c.Key = cloneBytes(cmd.Key)
+	c.Value = cloneBytes(cmd.Value)
+	c.Old = cloneBytes(cmd.Old)
+	return c
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}
