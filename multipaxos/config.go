@@ -1,0 +1,80 @@
+package multipaxos
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+// ErrConfig is wrapped by every error New returns for a bad Config.
+var ErrConfig = errors.New("multipaxos: bad config")
+
+// MaxReplicas is the largest cluster the engine supports: vote sets are 64-bit masks.
+const MaxReplicas = 64
+
+// Config configures one Multi-Paxos replica. Ticks are logical: the runtime decides how long
+// a tick lasts (10 ms by default in replica/).
+type Config struct {
+	protocol.Config
+
+	// ElectionTicks is the base election timeout. A follower (or candidate) that hears
+	// nothing from a leader for a timeout drawn uniformly from [ElectionTicks,
+	// 2*ElectionTicks) starts phase 1 with a higher ballot. Default 10.
+	ElectionTicks int
+	// HeartbeatTicks is the interval between leader heartbeats; it must be below
+	// ElectionTicks so that a live leader is never suspected. Default 2. Accepts for slots
+	// not yet chosen (and Prepares) are retransmitted every 2*HeartbeatTicks ticks.
+	HeartbeatTicks int
+	// Window is how many slots above the commit point the leader may have in flight
+	// (phase 2 pipelining). Default 64.
+	Window int
+	// MaxBatch caps the client commands carried by one slot. Default 4096.
+	MaxBatch int
+	// RetainCmds bounds memory: committed slots are dropped (oldest first) once the
+	// committed commands kept in memory exceed it. A replica lagging further behind than
+	// what its peers retain cannot catch up from them (it needs a snapshot). Default 1<<18.
+	RetainCmds int
+
+	// UnsafeIgnorePromisedValues makes a new leader ignore the values found in phase 1 and
+	// propose its own commands (or no-ops) instead. It BREAKS SAFETY on purpose, so that the
+	// simulator can prove it detects a violation. Never set it outside tests.
+	UnsafeIgnorePromisedValues bool
+}
+
+// DefaultConfig returns the default knobs; ID, Replicas and Seed are left zero.
+func DefaultConfig() Config {
+	return Config{
+		ElectionTicks:  10,
+		HeartbeatTicks: 2,
+		Window:         64,
+		MaxBatch:       4096,
+		RetainCmds:     1 << 18,
+	}
+}
+
+// Validate reports the first bad field, naming it and its value.
+func (c *Config) Validate() error {
+	if err := c.Config.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if len(c.Replicas) > MaxReplicas {
+		return fmt.Errorf("%w: %d replicas, at most %d are supported", ErrConfig, len(c.Replicas), MaxReplicas)
+	}
+	if c.HeartbeatTicks < 1 {
+		return fmt.Errorf("%w: HeartbeatTicks is %d, must be at least 1", ErrConfig, c.HeartbeatTicks)
+	}
+	if c.ElectionTicks <= c.HeartbeatTicks {
+		return fmt.Errorf("%w: ElectionTicks is %d, must be greater than HeartbeatTicks (%d)", ErrConfig, c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.Window < 1 {
+		return fmt.Errorf("%w: Window is %d, must be at least 1", ErrConfig, c.Window)
+	}
+	if c.MaxBatch < 1 {
+		return fmt.Errorf("%w: MaxBatch is %d, must be at least 1", ErrConfig, c.MaxBatch)
+	}
+	if c.RetainCmds < 0 {
+		return fmt.Errorf("%w: RetainCmds is %d, must not be negative", ErrConfig, c.RetainCmds)
+	}
+	return nil
+}

@@ -1,0 +1,391 @@
+// Package multipaxos is classic Multi-Paxos (Lamport, "Paxos Made Simple", 2001, §3) as a
+// deterministic state machine implementing protocol.Engine: one leader, elected by phase 1
+// over every slot above its commit point, then phase 2 per slot, pipelined (Window) and
+// batched (MaxBatch). The engine performs no I/O, reads no clock and starts no goroutine;
+// election jitter comes from Config.Seed. See docs/multipaxos.md.
+package multipaxos
+
+import (
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"math/rand/v2"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+// Role is what a replica currently does.
+type Role uint8
+
+const (
+	RoleFollower  Role = iota // accepts the leader's proposals, forwards client commands
+	RoleCandidate             // running phase 1 with its own ballot
+	RoleLeader                // phase 1 done: proposes client commands in phase 2
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleFollower:
+		return "follower"
+	case RoleCandidate:
+		return "candidate"
+	case RoleLeader:
+		return "leader"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// maxAheadSlots bounds how far above its commit point a replica materializes slots for a
+// message, so that a corrupt or hostile slot number cannot make it allocate without limit.
+// A replica further behind than this learns by catch-up instead.
+const maxAheadSlots = 1 << 16
+
+// maxCatchUpSlots and maxCatchUpCmds bound one MsgCatchUpReply.
+const (
+	maxCatchUpSlots = 256
+	maxCatchUpCmds  = 1 << 16
+)
+
+// stepFunc handles the messages specific to one role (etcd-io/raft style).
+type stepFunc func(e *Engine, m *protocol.Message)
+
+// Engine is one Multi-Paxos replica. It is not safe for concurrent use.
+type Engine struct {
+	cfg      Config
+	id       protocol.ReplicaID
+	replicas []protocol.ReplicaID
+	self     int // index of id in replicas
+	quorum   int
+	logger   *slog.Logger
+	rng      *rand.Rand
+
+	role Role
+	step stepFunc
+
+	promised protocol.Ballot // highest ballot promised; persisted (RecordBallot) before any reply
+	ballot   protocol.Ballot // own ballot while candidate or leader
+	maxSeen  protocol.Ballot // highest ballot heard of (Nacks included): the next ballot exceeds it
+	leader   protocol.ReplicaID
+
+	log         slotLog
+	commitIndex uint64 // every slot <= commitIndex is chosen and was emitted in Ready.Committed
+	recCommit   uint64 // highest RecordCommitIndex queued for persistence
+	retained    int    // commands in committed slots still held in log (RetainCmds)
+
+	now               uint64 // ticks since start
+	electionElapsed   int
+	electionTimeout   int // randomized in [ElectionTicks, 2*ElectionTicks)
+	heartbeatElapsed  int
+	retransmitTicks   uint64
+	lastRetransmitted uint64
+
+	// Candidate: phase 1 state.
+	promises     uint64 // replicas (by index) that promised e.ballot
+	prepareIndex uint64 // first slot asked about (commitIndex+1 at campaign time)
+	peerCommit   uint64 // highest commit point reported in a promise
+	votes        []vote // votes[i] is the best value seen for slot prepareIndex+i
+	prepareSent  uint64 // tick of the last Prepare broadcast
+
+	// Leader.
+	toldCommit []uint64 // per replica index: highest commit point sent to it
+	heard      uint64   // replicas heard from in the current check-quorum period
+	checkTicks int
+
+	// Follower.
+	leaderCommit    uint64 // highest commit point heard from the current leader
+	catchUpSent     uint64 // tick of the last MsgCatchUp
+	catchUpInflight bool
+
+	pending []protocol.Command // proposals not yet in a slot, forwarded or redirected
+
+	// Ready buffers, reused after Advance.
+	persist   []protocol.Record
+	msgs      []protocol.Message
+	committed []protocol.Instance
+	redirect  []protocol.Command
+	depArena  []protocol.InstanceID
+
+	stats protocol.Stats
+}
+
+// vote is the best value a candidate has seen for one slot in phase 1.
+type vote struct {
+	cmds    []protocol.Command
+	vballot protocol.Ballot
+	status  protocol.Status
+}
+
+var (
+	_ protocol.Engine        = (*Engine)(nil)
+	_ protocol.StatsReporter = (*Engine)(nil)
+)
+
+// New builds an engine, restoring the promised ballot, accepted slots and commit point from
+// cfg.Records (a restart). Slots committed before the crash are emitted again in the first
+// Ready, since the state machine restarts from scratch (or from a snapshot).
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		cfg:             cfg,
+		id:              cfg.ID,
+		replicas:        append([]protocol.ReplicaID(nil), cfg.Replicas...),
+		quorum:          len(cfg.Replicas)/2 + 1,
+		logger:          cfg.Log(),
+		rng:             rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(cfg.ID))),
+		log:             slotLog{base: 1},
+		retransmitTicks: uint64(2 * cfg.HeartbeatTicks),
+	}
+	for i, r := range e.replicas {
+		if r == e.id {
+			e.self = i
+		}
+	}
+	e.toldCommit = make([]uint64, len(e.replicas))
+	e.restore(cfg.Records)
+	e.becomeFollower(0)
+	return e, nil
+}
+
+// restore rebuilds durable state from the records of a previous incarnation.
+func (e *Engine) restore(recs []protocol.Record) {
+	var commit, snap uint64
+	for i := range recs {
+		r := &recs[i]
+		switch r.Type {
+		case protocol.RecordBallot:
+			if e.promised.Less(r.Ballot) {
+				e.promised = r.Ballot
+			}
+		case protocol.RecordInstance:
+			s := r.Inst.ID.Num
+			if r.Inst.ID.Replica != 0 || s == 0 || s < e.log.base {
+				continue
+			}
+			if s-e.log.base > 1<<24 || (r.Inst.Status != protocol.StatusAccepted && r.Inst.Status != protocol.StatusCommitted) {
+				e.logger.Warn("multipaxos: skipping implausible record", "replica", e.id, "inst", r.Inst.ID, "status", r.Inst.Status)
+				continue
+			}
+			sl := e.log.ensure(s)
+			sl.cmds, sl.vballot, sl.status = r.Inst.Cmds, r.Inst.VBallot, r.Inst.Status
+		case protocol.RecordCommitIndex:
+			commit = max(commit, r.Index)
+		case protocol.RecordSnapshot:
+			if r.Index > snap {
+				snap = r.Index
+				e.log.dropBefore(snap + 1)
+			}
+		}
+	}
+	e.maxSeen = e.promised
+	e.commitIndex = snap
+	e.log.dropBefore(snap + 1)
+	if e.log.base <= snap {
+		e.log.base = snap + 1
+	}
+	// Every slot up to the persisted commit point was chosen with the value last recorded
+	// for it: after committing a slot a replica never records another value for it.
+	for s := snap + 1; s <= commit; s++ {
+		sl := e.log.get(s)
+		if sl == nil || sl.status == protocol.StatusNone {
+			e.logger.Warn("multipaxos: commit index beyond the recorded slots", "replica", e.id, "inst", s, "commit", commit)
+			break
+		}
+		sl.status = protocol.StatusCommitted
+	}
+	e.advanceCommit()
+	e.recCommit = e.commitIndex
+	e.persist = e.persist[:0] // nothing new to persist: it all came from disk
+}
+
+// Leader returns the replica this one believes leads (itself included), 0 when unknown.
+func (e *Engine) Leader() protocol.ReplicaID { return e.leader }
+
+// Role returns the current role.
+func (e *Engine) Role() Role { return e.role }
+
+// Ballot returns the highest ballot this replica has promised.
+func (e *Engine) Ballot() protocol.Ballot { return e.promised }
+
+// CommitIndex returns the commit point: every slot up to it is chosen and was emitted.
+func (e *Engine) CommitIndex() uint64 { return e.commitIndex }
+
+// Stats implements protocol.StatsReporter.
+func (e *Engine) Stats() protocol.Stats { return e.stats }
+
+// Propose implements protocol.Engine. Commands proposed before the next Ready go into one
+// slot (up to MaxBatch) at the leader, one MsgForward at a follower that knows the leader,
+// or Ready.Redirect when no leader is known.
+func (e *Engine) Propose(cmds []protocol.Command) {
+	if len(cmds) == 0 {
+		return
+	}
+	e.stats.Proposed += uint64(len(cmds))
+	e.pending = append(e.pending, cmds...)
+}
+
+// Step implements protocol.Engine.
+func (e *Engine) Step(m protocol.Message) {
+	if m.From == e.id || (m.To != 0 && m.To != e.id) || e.index(m.From) < 0 {
+		return
+	}
+	switch m.Type {
+	case protocol.MsgPrepare:
+		e.handlePrepare(&m)
+		return
+	case protocol.MsgNack:
+		e.handleNack(&m)
+		return
+	case protocol.MsgCatchUp:
+		e.handleCatchUp(&m)
+		return
+	case protocol.MsgAccept, protocol.MsgHeartbeat, protocol.MsgCommit:
+		// Messages of a leader's ballot: a lower ballot is refused with the promised one so
+		// that a stale leader steps down; a higher ballot makes this replica follow it.
+		if m.Ballot.Replica != m.From {
+			return
+		}
+		if m.Ballot.Less(e.promised) {
+			e.send(protocol.Message{Type: protocol.MsgNack, To: m.From, Ballot: e.promised, Inst: m.Inst})
+			return
+		}
+		if e.promised.Less(m.Ballot) {
+			e.promise(m.Ballot)
+		}
+		if e.role != RoleFollower || e.leader != m.From {
+			e.becomeFollower(m.From)
+		}
+	}
+	e.step(e, &m)
+}
+
+// Tick implements protocol.Engine.
+func (e *Engine) Tick() {
+	e.now++
+	switch e.role {
+	case RoleLeader:
+		e.tickLeader()
+	case RoleCandidate:
+		e.tickCandidate()
+	default:
+		e.tickFollower()
+	}
+}
+
+// Ready implements protocol.Engine.
+func (e *Engine) Ready() protocol.Ready {
+	e.flushProposals()
+	if e.role == RoleLeader {
+		e.sendCommitNotifications()
+	}
+	if e.commitIndex > e.recCommit {
+		e.recCommit = e.commitIndex
+		e.persist = append(e.persist, protocol.Record{Type: protocol.RecordCommitIndex, Index: e.commitIndex})
+	}
+	return protocol.Ready{
+		Persist:   e.persist,
+		Messages:  e.msgs,
+		Committed: e.committed,
+		Redirect:  e.redirect,
+		Leader:    e.leader,
+	}
+}
+
+// Advance implements protocol.Engine: the first len(rd.X) items of each buffer were handled.
+func (e *Engine) Advance(rd protocol.Ready) {
+	e.persist = consume(e.persist, len(rd.Persist))
+	e.msgs = consume(e.msgs, len(rd.Messages))
+	e.committed = consume(e.committed, len(rd.Committed))
+	e.redirect = consume(e.redirect, len(rd.Redirect))
+	e.compact()
+}
+
+func consume[T any](buf []T, n int) []T {
+	if n >= len(buf) {
+		clear(buf) // drop references so handed-out commands can be collected
+		return buf[:0]
+	}
+	rest := copy(buf, buf[n:])
+	clear(buf[rest:])
+	return buf[:rest]
+}
+
+// compact drops the oldest committed slots beyond RetainCmds.
+func (e *Engine) compact() {
+	if e.retained <= e.cfg.RetainCmds {
+		return
+	}
+	s := e.log.base
+	for s <= e.commitIndex && e.retained > e.cfg.RetainCmds {
+		e.retained -= len(e.log.get(s).cmds)
+		s++
+	}
+	e.log.dropBefore(s)
+}
+
+// index returns the position of r in replicas, or -1.
+func (e *Engine) index(r protocol.ReplicaID) int {
+	for i, x := range e.replicas {
+		if x == r {
+			return i
+		}
+	}
+	return -1
+}
+
+func (e *Engine) send(m protocol.Message) {
+	m.From = e.id
+	e.msgs = append(e.msgs, m)
+}
+
+// promise raises the promised ballot and persists it; replies that depend on it leave in the
+// same Ready, hence after the record is durable.
+func (e *Engine) promise(b protocol.Ballot) {
+	e.promised = b
+	if e.maxSeen.Less(b) {
+		e.maxSeen = b
+	}
+	e.persist = append(e.persist, protocol.Record{Type: protocol.RecordBallot, Ballot: b})
+}
+
+func (e *Engine) persistSlot(s uint64, sl *slot) {
+	e.persist = append(e.persist, protocol.Record{
+		Type: protocol.RecordInstance,
+		Inst: protocol.Instance{
+			ID:      protocol.InstanceID{Num: s},
+			Status:  sl.status,
+			VBallot: sl.vballot,
+			Seq:     s,
+			Cmds:    sl.cmds,
+		},
+	})
+}
+
+func (e *Engine) resetElectionTimer() {
+	e.electionElapsed = 0
+	e.electionTimeout = e.cfg.ElectionTicks + e.rng.IntN(e.cfg.ElectionTicks)
+}
+
+// becomeFollower steps down (if needed) and follows leader (0: unknown). A leader that steps
+// down hands the proposals it has not put in a slot to Ready.Redirect: it accepted
+// responsibility for them and must not drop them silently.
+func (e *Engine) becomeFollower(leader protocol.ReplicaID) {
+	if e.role == RoleLeader && len(e.pending) > 0 {
+		e.redirect = append(e.redirect, e.pending...)
+		clear(e.pending)
+		e.pending = e.pending[:0]
+	}
+	if e.role != RoleFollower || e.leader != leader {
+		e.logger.Debug("multipaxos: following", "replica", e.id, "leader", leader, "ballot", e.promised)
+	}
+	e.role = RoleFollower
+	e.step = stepFollower
+	e.leader = leader
+	e.leaderCommit = 0
+	e.catchUpInflight = false
+	e.votes = e.votes[:0]
+	e.resetElectionTimer()
+}
+
+func popcount(x uint64) int { return bits.OnesCount64(x) }

@@ -1,0 +1,179 @@
+package multipaxos
+
+import "github.com/parliament-lab/parliament/protocol"
+
+// Phase 2 (Paxos Made Simple §3): the leader proposes each batch of client commands in the
+// next free slot with its ballot; acceptors that have not promised a higher ballot accept
+// (and persist) it; a majority of acceptances chooses it. Up to Window slots are in flight.
+
+// flushProposals puts the commands proposed since the last Ready where they belong: into new
+// slots at the leader, into one MsgForward at a follower that knows the leader, or into
+// Ready.Redirect when no leader is known.
+func (e *Engine) flushProposals() {
+	if len(e.pending) == 0 {
+		return
+	}
+	switch {
+	case e.role == RoleLeader:
+		for len(e.pending) > 0 && e.log.last()-e.commitIndex < uint64(e.cfg.Window) {
+			n := min(len(e.pending), e.cfg.MaxBatch)
+			cmds := make([]protocol.Command, n)
+			copy(cmds, e.pending)
+			e.pending = consume(e.pending, n)
+			e.proposeSlot(cmds)
+		}
+	case e.leader != 0:
+		e.send(protocol.Message{Type: protocol.MsgForward, To: e.leader, Cmds: append([]protocol.Command(nil), e.pending...)})
+		clear(e.pending)
+		e.pending = e.pending[:0]
+	default:
+		e.redirect = append(e.redirect, e.pending...)
+		clear(e.pending)
+		e.pending = e.pending[:0]
+	}
+}
+
+// proposeSlot starts phase 2 for cmds in the next slot. The leader's own acceptance is
+// persisted in the same Ready as the Accepts, so it is durable before any reply can count.
+func (e *Engine) proposeSlot(cmds []protocol.Command) {
+	s := e.log.last() + 1
+	sl := e.log.ensure(s)
+	*sl = slot{cmds: cmds, vballot: e.ballot, status: protocol.StatusAccepted, acks: 1 << e.self, sentTick: e.now}
+	e.persistSlot(s, sl)
+	e.broadcastAccept(s, sl, 0)
+	if popcount(sl.acks) >= e.quorum { // a cluster of one
+		sl.status = protocol.StatusCommitted
+		e.stats.Committed++
+		e.advanceCommit()
+	}
+}
+
+// broadcastAccept sends MsgAccept for slot s to every peer not in skip.
+func (e *Engine) broadcastAccept(s uint64, sl *slot, skip uint64) {
+	for i, r := range e.replicas {
+		if i == e.self || skip&(1<<i) != 0 {
+			continue
+		}
+		e.toldCommit[i] = max(e.toldCommit[i], e.commitIndex)
+		e.send(protocol.Message{
+			Type: protocol.MsgAccept, To: r, Ballot: e.ballot,
+			Inst: protocol.InstanceID{Num: s}, Cmds: sl.cmds, Index: e.commitIndex,
+		})
+	}
+}
+
+func (e *Engine) broadcastHeartbeat() {
+	e.heartbeatElapsed = 0
+	for i, r := range e.replicas {
+		if i == e.self {
+			continue
+		}
+		e.toldCommit[i] = max(e.toldCommit[i], e.commitIndex)
+		e.send(protocol.Message{Type: protocol.MsgHeartbeat, To: r, Ballot: e.ballot, Index: e.commitIndex})
+	}
+}
+
+// sendCommitNotifications tells every peer that has not heard it yet the new commit point,
+// so followers learn a commit without waiting for the next Accept or heartbeat.
+func (e *Engine) sendCommitNotifications() {
+	for i, r := range e.replicas {
+		if i == e.self || e.toldCommit[i] >= e.commitIndex {
+			continue
+		}
+		e.toldCommit[i] = e.commitIndex
+		e.send(protocol.Message{Type: protocol.MsgCommit, To: r, Ballot: e.ballot, Index: e.commitIndex})
+	}
+}
+
+func (e *Engine) tickLeader() {
+	e.heartbeatElapsed++
+	if e.heartbeatElapsed >= e.cfg.HeartbeatTicks {
+		e.broadcastHeartbeat()
+	}
+	// Check quorum: a leader that has not heard from a majority for an election timeout is
+	// probably cut off; stepping down lets its clients go elsewhere.
+	e.checkTicks++
+	if e.checkTicks >= 2*e.cfg.ElectionTicks {
+		e.checkTicks = 0
+		if popcount(e.heard) < e.quorum {
+			e.logger.Debug("multipaxos: lost quorum", "replica", e.id, "ballot", e.ballot)
+			e.becomeFollower(0)
+			return
+		}
+		e.heard = 1 << e.self
+	}
+	// Retransmit Accepts for slots not yet chosen (the transport may drop messages).
+	if e.now-e.lastRetransmitted < e.retransmitTicks {
+		return
+	}
+	e.lastRetransmitted = e.now
+	for s := e.commitIndex + 1; s <= e.log.last(); s++ {
+		sl := e.log.get(s)
+		if sl.status == protocol.StatusCommitted || e.now-sl.sentTick < e.retransmitTicks {
+			continue
+		}
+		sl.sentTick = e.now
+		e.broadcastAccept(s, sl, sl.acks)
+	}
+}
+
+func stepLeader(e *Engine, m *protocol.Message) {
+	switch m.Type {
+	case protocol.MsgAccepted:
+		if m.Ballot != e.ballot || !m.OK || m.Inst.Replica != 0 {
+			return
+		}
+		bit := uint64(1) << e.index(m.From)
+		e.heard |= bit
+		sl := e.log.get(m.Inst.Num)
+		if sl == nil || m.Inst.Num <= e.commitIndex || sl.status != protocol.StatusAccepted || sl.vballot != e.ballot {
+			return
+		}
+		sl.acks |= bit
+		if popcount(sl.acks) >= e.quorum {
+			sl.status = protocol.StatusCommitted
+			e.stats.Committed++
+			e.advanceCommit()
+		}
+	case protocol.MsgHeartbeatAck:
+		if m.Ballot == e.ballot && m.OK {
+			e.heard |= 1 << e.index(m.From)
+		}
+	case protocol.MsgForward:
+		e.pending = append(e.pending, m.Cmds...)
+	}
+}
+
+func stepFollower(e *Engine, m *protocol.Message) {
+	switch m.Type {
+	case protocol.MsgAccept:
+		// Step already checked m.Ballot == e.promised and made m.From our leader.
+		e.electionElapsed = 0
+		s := m.Inst.Num
+		if m.Inst.Replica != 0 || s == 0 {
+			return
+		}
+		if s > e.commitIndex {
+			if s-e.commitIndex > maxAheadSlots {
+				return // far behind: learn by catch-up first
+			}
+			sl := e.log.ensure(s)
+			if sl.status != protocol.StatusCommitted && (sl.status != protocol.StatusAccepted || sl.vballot != m.Ballot) {
+				sl.cmds, sl.vballot, sl.status = m.Cmds, m.Ballot, protocol.StatusAccepted
+				e.persistSlot(s, sl)
+			}
+		}
+		// A committed slot holds the chosen value, the only one any leader can propose now.
+		e.send(protocol.Message{Type: protocol.MsgAccepted, To: m.From, Ballot: m.Ballot, Inst: m.Inst, OK: true})
+		e.learnCommit(m.Index)
+	case protocol.MsgHeartbeat:
+		e.electionElapsed = 0
+		e.learnCommit(m.Index)
+		e.send(protocol.Message{Type: protocol.MsgHeartbeatAck, To: m.From, Ballot: m.Ballot, OK: true, Index: e.commitIndex})
+	case protocol.MsgCommit:
+		e.electionElapsed = 0
+		e.learnCommit(m.Index)
+	case protocol.MsgCatchUpReply:
+		e.handleCatchUpReply(m)
+	}
+}
