@@ -1,0 +1,122 @@
+package epaxos
+
+import (
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+// startAccept runs the Paxos-Accept phase of ls.ballot for (cmds, deps, seq): accept
+// locally, then EAccept to a majority (thrifty) or everyone (EPaxos paper Fig. 2, Phase 2).
+func (e *Engine) startAccept(inst *instance, ls *lead, cmds []protocol.Command, deps []uint64, seq uint64) {
+	ls.phase = phAccept
+	inst.status = protocol.StatusAccepted
+	inst.vballot = ls.ballot
+	e.setAttrs(inst, cmds, deps, seq)
+	e.save(inst)
+	e.sendPhase(inst, ls, e.f)
+}
+
+// onAccept is an acceptor receiving EAccept.
+func (e *Engine) onAccept(m *protocol.Message) {
+	inst := e.get(m.Inst, true)
+	if inst == nil {
+		return
+	}
+	if inst.status == protocol.StatusCommitted {
+		e.sendCommit(inst, m.From)
+		return
+	}
+	if m.Ballot.Less(inst.ballot) {
+		e.send(protocol.Message{Type: protocol.MsgEAcceptOK, To: m.From, Inst: m.Inst, Ballot: inst.ballot})
+		return
+	}
+	inst.touched = e.now
+	if !(inst.status == protocol.StatusAccepted && inst.vballot == m.Ballot) {
+		e.promise(inst, m.Ballot)
+		inst.status = protocol.StatusAccepted
+		inst.vballot = m.Ballot
+		e.setAttrs(inst, m.Cmds, e.depsFrom(e.scr, m.Deps), m.Seq)
+		e.save(inst)
+		e.watchInst(inst)
+	}
+	e.send(protocol.Message{Type: protocol.MsgEAcceptOK, To: m.From, Inst: m.Inst, Ballot: m.Ballot, OK: true})
+}
+
+// onAcceptOK is the coordinator counting accepts; a majority (leader included) commits.
+func (e *Engine) onAcceptOK(m *protocol.Message) {
+	inst := e.get(m.Inst, false)
+	if inst != nil && inst.status == protocol.StatusCommitted {
+		e.sendCommit(inst, m.From) // a late voter learns the outcome
+		return
+	}
+	if inst == nil || inst.lead == nil || inst.lead.phase != phAccept {
+		return
+	}
+	ls := inst.lead
+	if !m.OK {
+		e.refused(inst, m.Ballot)
+		return
+	}
+	from := e.ri(m.From)
+	if m.Ballot != ls.ballot || ls.replied[from] {
+		return
+	}
+	ls.replied[from] = true
+	ls.oks++
+	if 1+ls.oks >= e.f+1 {
+		if inst.mine && ls.ballot.Round == 0 {
+			e.stats.SlowPath++
+		}
+		e.commitInst(inst, inst.cmds, inst.deps, inst.seq, true)
+	}
+}
+
+// commitInst marks inst committed with the given attributes, hands it to the executor and,
+// if this replica coordinated the decision, tells every peer.
+func (e *Engine) commitInst(inst *instance, cmds []protocol.Command, deps []uint64, seq uint64, broadcast bool) {
+	inst.status = protocol.StatusCommitted
+	e.setAttrs(inst, cmds, deps, seq)
+	e.save(inst)
+	e.emit(inst)
+	e.finishLead(inst)
+	if broadcast {
+		m := protocol.Message{Type: protocol.MsgECommit, Inst: inst.id, Cmds: inst.cmds, Deps: e.list(inst), Seq: inst.seq}
+		for _, p := range e.order {
+			m.To = e.ids[p]
+			e.send(m)
+		}
+	}
+	if inst.mine {
+		inst.mine = false
+		e.inflight--
+		e.stats.Committed++
+		if isNoop(inst.cmds) && !isNoop(inst.orig) {
+			// Recovery replaced our command with a no-op (no replica had seen it):
+			// propose it again in a new instance rather than lose it.
+			e.pending = append(e.pending, inst.orig...)
+		}
+		inst.orig = nil
+	}
+}
+
+func isNoop(cmds []protocol.Command) bool {
+	for i := range cmds {
+		if cmds[i].Op != protocol.OpNoop {
+			return false
+		}
+	}
+	return true
+}
+
+// onCommit learns a decision from a peer. A recovering replica just adopts it.
+func (e *Engine) onCommit(id protocol.InstanceID, cmds []protocol.Command, deps []protocol.InstanceID, seq uint64) {
+	inst := e.get(id, true)
+	if inst == nil || inst.status == protocol.StatusCommitted {
+		return
+	}
+	// A coordinator that learns the outcome passes it on to the replicas it involved.
+	e.commitInst(inst, cmds, e.depsFrom(e.scr, deps), seq, inst.lead != nil)
+}
+
+func (e *Engine) sendCommit(inst *instance, to protocol.ReplicaID) {
+	e.send(protocol.Message{Type: protocol.MsgECommit, To: to, Inst: inst.id, Cmds: inst.cmds, Deps: e.list(inst), Seq: inst.seq})
+}

@@ -1,0 +1,2 @@
+// Package epaxos is the EPaxos engine (placeholder doc, expanded below).
+package epaxos
