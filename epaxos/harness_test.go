@@ -22,9 +22,9 @@ type cluster struct {
 	disk    map[protocol.ReplicaID][]protocol.Record
 	down    map[protocol.ReplicaID]bool
 	queue   []protocol.Message
-	decided map[protocol.InstanceID]string                           // first committed fingerprint
+	decided map[protocol.InstanceID]string                                   // first committed fingerprint
 	commits map[protocol.ReplicaID]map[protocol.InstanceID]protocol.Instance // this incarnation
-	sent    []protocol.Message                                       // every message ever sent (for assertions)
+	sent    []protocol.Message                                               // every message ever sent (for assertions)
 	client  uint64
 }
 
@@ -162,7 +162,9 @@ func (c *cluster) deliverWhere(pred func(m protocol.Message) bool) int {
 	return n
 }
 
-func (c *cluster) deliverAll() int { return c.deliverWhere(func(protocol.Message) bool { return true }) }
+func (c *cluster) deliverAll() int {
+	return c.deliverWhere(func(protocol.Message) bool { return true })
+}
 
 func (c *cluster) dropWhere(pred func(m protocol.Message) bool) {
 	c.queue = slices.DeleteFunc(c.queue, pred)
@@ -362,3 +364,14 @@ func executesBefore(a, b protocol.Instance) bool {
 }
 
 var _ = rand.New
+
+// deliverAt delivers the i-th queued message.
+func (c *cluster) deliverAt(i int) {
+	m := c.queue[i]
+	c.queue = slices.Delete(c.queue, i, i+1)
+	if c.down[m.To] {
+		return
+	}
+	c.eng[m.To].Step(m)
+	c.flush(m.To)
+}
