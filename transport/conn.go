@@ -202,7 +202,7 @@ func (c *conn) readLoop(maxFrame int, frame func(t wire.FrameType, payload []byt
 			if err := frame(t, payload); err != nil {
 				return err
 			}
-			if n+1 >= maxBatch || !frameBuffered(c.br) {
+			if n+1 >= maxBatch || !frameReady(c.br, maxFrame) {
 				break
 			}
 		}
@@ -212,15 +212,20 @@ func (c *conn) readLoop(maxFrame int, frame func(t wire.FrameType, payload []byt
 	}
 }
 
-// frameBuffered reports whether a whole frame is already in br, so reading it will not
-// block: a batch is what one read brought in.
-func frameBuffered(br *bufio.Reader) bool {
+// frameReady reports whether reading the next frame from br will not block: a whole frame
+// is buffered (a batch is what one read brought in), or its header is and is bad, so the
+// read fails at once and the batch it would have joined is refused with it.
+func frameReady(br *bufio.Reader, maxFrame int) bool {
 	k := br.Buffered()
 	if k < wire.HeaderSize {
 		return false
 	}
-	h, _ := br.Peek(4)
-	return uint64(k) >= 4+uint64(binary.LittleEndian.Uint32(h))
+	h, _ := br.Peek(wire.HeaderSize)
+	n := uint64(binary.LittleEndian.Uint32(h))
+	if n == 0 || n > uint64(maxFrame) || !wire.FrameType(h[4]).Valid() {
+		return true
+	}
+	return uint64(k) >= 4+n
 }
 
 // backoff is a capped exponential backoff with ±25% jitter (so that replicas restarted

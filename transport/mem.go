@@ -96,10 +96,10 @@ type MemTransport struct {
 	dropped   atomic.Uint64
 }
 
-// Send implements Transport.
+// Send implements Transport. Like TCP it drops a message of an invalid type.
 func (t *MemTransport) Send(m protocol.Message) {
 	dst := t.net.lookup(t.id, m.To)
-	if dst == nil || !dst.push(cloneMessage(&m)) {
+	if dst == nil || !m.Type.Valid() || !dst.push(cloneMessage(&m)) {
 		t.dropped.Add(1)
 	}
 }

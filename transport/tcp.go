@@ -79,7 +79,7 @@ type TCP struct {
 	conns  map[net.Conn]struct{} // every open connection, closed by Close
 
 	closeOnce sync.Once
-	unknown   atomic.Uint64 // messages to replicas not in Peers
+	unknown   atomic.Uint64 // messages to replicas not in Peers, or of an invalid type
 }
 
 // peer is the link to one replica: its send queue and the worker that owns its connection.
@@ -191,6 +191,12 @@ func (t *TCP) queueFor(to protocol.ReplicaID) *sendQueue {
 }
 
 func (t *TCP) send(m *protocol.Message) error {
+	if !m.Type.Valid() {
+		// The receiver's decoder would refuse it and drop the whole connection.
+		t.unknown.Add(1)
+		t.log.Warn("transport: dropped message of invalid type", "to", m.To, "type", m.Type)
+		return fmt.Errorf("transport: invalid message type %v", m.Type)
+	}
 	q := t.queueFor(m.To)
 	if q == nil {
 		t.unknown.Add(1)

@@ -1,0 +1,305 @@
+package transport
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/wire"
+)
+
+// echoServer starts replica 1 accepting clients; every request is answered with a reply
+// carrying the request's key as value.
+func echoServer(t *testing.T, mutate func(*Config)) *TCP {
+	t.Helper()
+	return tcpCluster(t, 1, func(c *Config) {
+		c.OnClient = func(s *ServerConn) {
+			s.SetHandler(func(cmds []protocol.Command) {
+				for _, cmd := range cmds {
+					s.Reply(protocol.Reply{ClientID: cmd.ClientID, Seq: cmd.Seq, Result: protocol.ResultOK, Value: cmd.Key})
+				}
+			})
+		}
+		if mutate != nil {
+			mutate(c)
+		}
+	})[0]
+}
+
+func TestClientRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		compress bool
+		secret   []byte
+	}{{"plain", false, nil}, {"s2", true, nil}, {"secret", false, []byte("k")}, {"s2+secret", true, []byte("k")}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := echoServer(t, func(c *Config) { c.Compress = tc.compress; c.Secret = tc.secret })
+			cc, err := DialClient(ctxTimeout(t), srv.Addr().String(), ClientConfig{ClusterID: 7, Compress: tc.compress, Secret: tc.secret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			if cc.c.s2w != nil != tc.compress {
+				t.Fatalf("compression on = %v, want %v", cc.c.s2w != nil, tc.compress)
+			}
+			const n = 3000
+			for i := uint64(1); i <= n; i++ {
+				if err := cc.Send(protocol.Command{ClientID: 5, Seq: i, Op: protocol.OpGet, Key: []byte(fmt.Sprint("key", i))}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			next := uint64(1)
+			timer := time.NewTimer(waitTimeout)
+			defer timer.Stop()
+			for next <= n {
+				select {
+				case b, ok := <-cc.Replies():
+					if !ok {
+						t.Fatalf("replies closed: %v", cc.Err())
+					}
+					for _, r := range b {
+						if r.Seq != next || string(r.Value) != fmt.Sprint("key", next) {
+							t.Fatalf("reply Seq %d value %q, want Seq %d", r.Seq, r.Value, next)
+						}
+						next++
+					}
+				case <-timer.C:
+					t.Fatalf("timed out at reply %d", next)
+				}
+			}
+			if err := cc.Close(); err != nil {
+				t.Fatal(err)
+			}
+			cc.Close()
+			if !errors.Is(cc.Err(), ErrClosed) {
+				t.Fatalf("Err after Close = %v", cc.Err())
+			}
+			if err := cc.Send(protocol.Command{}); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Send after Close = %v", err)
+			}
+		})
+	}
+}
+
+// When the replica goes away the client learns it: Replies closes, Err says why.
+func TestClientSeesServerClose(t *testing.T) {
+	var sc *ServerConn
+	got := make(chan struct{})
+	srv := tcpCluster(t, 1, func(c *Config) {
+		c.OnClient = func(s *ServerConn) { sc = s; close(got) }
+	})[0]
+	cc, err := DialClient(ctxTimeout(t), srv.Addr().String(), ClientConfig{ClusterID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	<-got
+	srv.Close()
+	select {
+	case <-sc.Done():
+	case <-time.After(waitTimeout):
+		t.Fatal("ServerConn not done after the transport closed")
+	}
+	for range cc.Replies() {
+	}
+	if cc.Err() == nil {
+		t.Fatal("Err is nil after the replica closed")
+	}
+	if err := cc.Send(protocol.Command{}); err == nil {
+		t.Fatal("Send succeeded on a broken connection")
+	}
+}
+
+// A client that closes is noticed by the replica (ServerConn.Done).
+func TestServerSeesClientClose(t *testing.T) {
+	conns := make(chan *ServerConn, 1)
+	srv := tcpCluster(t, 1, func(c *Config) {
+		c.OnClient = func(s *ServerConn) { conns <- s }
+	})[0]
+	cc, err := DialClient(ctxTimeout(t), srv.Addr().String(), ClientConfig{ClusterID: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := <-conns
+	cc.Close()
+	select {
+	case <-sc.Done():
+	case <-time.After(waitTimeout):
+		t.Fatal("ServerConn not done after the client closed")
+	}
+	sc.Reply(protocol.Reply{}) // to a gone client: dropped, no panic
+}
+
+// A restarted peer is reached again: the dialer reconnects with backoff, the queue
+// survives the broken link, the restarted replica gets messages again.
+func TestReconnect(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.MinBackoff = time.Millisecond; c.MaxBackoff = 10 * time.Millisecond })
+	one, two := trs[0], trs[1]
+	one.Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: 1})
+	recvN(t, two, 1)
+	addr := two.Addr().String()
+	two.Close()
+	two2, err := NewTCP(Config{ID: 2, ClusterID: 7, Listen: addr, Peers: map[protocol.ReplicaID]string{1: ""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer two2.Close()
+	// The first messages after the restart may go into the dead connection (the
+	// transport may drop on a broken link); like the protocol, retransmit until through.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(waitTimeout)
+	for seq := uint64(2); ; seq++ {
+		one.Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: seq})
+		select {
+		case b := <-two2.Recv():
+			if b[0].From != 1 || b[0].Seq < 2 {
+				t.Fatalf("got %v", b[0])
+			}
+			// And the other direction works over the new connection.
+			two2.Send(protocol.Message{Type: protocol.MsgAccept, From: 2, To: 1, Seq: 99})
+			if m := recvN(t, one, 1)[0]; m.Seq != 99 {
+				t.Fatalf("reverse direction got %v", m)
+			}
+			return
+		case <-tick.C:
+		case <-timeout:
+			t.Fatal("no message after the peer restarted")
+		}
+	}
+}
+
+// When a peer connects again while its old connection still looks alive (a restarted
+// replica whose old socket has not timed out yet), the newest connection wins: the old
+// one is closed and replies go to the new one.
+func TestNewestConnectionWins(t *testing.T) {
+	two, err := NewTCP(Config{ID: 2, ClusterID: 7, Listen: "127.0.0.1:0", Peers: map[protocol.ReplicaID]string{1: ""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer two.Close()
+	addr := two.Addr().String()
+	// Two raw incarnations of replica 1.
+	var raws [2]net.Conn
+	for i := range raws {
+		raws[i] = rawDial(t, addr)
+		if _, err := dialHandshake(raws[i], &dialParams{self: 1, cluster: 7, expect: 2}); err != nil {
+			t.Fatal(err)
+		}
+		// Receiving this proves the acceptor handed the connection over to the writer.
+		raws[i].Write(wire.AppendMessageFrame(nil, &protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i)}))
+		if m := recvN(t, two, 1)[0]; m.Seq != uint64(i) {
+			t.Fatalf("got %v", m)
+		}
+	}
+	waitClosed(t, raws[0]) // the old connection is closed by the acceptor
+	two.Send(protocol.Message{Type: protocol.MsgAccept, From: 2, To: 1, Seq: 3})
+	ft, payload, err := wire.ReadFrame(bufio.NewReader(raws[1]), nil, 0)
+	if err != nil || ft != wire.FrameMessage {
+		t.Fatalf("reading from the newest connection: %v %v", ft, err)
+	}
+	var m protocol.Message
+	if err := wire.DecodeMessage(payload, &m); err != nil || m.Seq != 3 {
+		t.Fatalf("newest connection got %v, %v", m, err)
+	}
+}
+
+// Send never blocks: with the peer unreachable, a full queue drops and counts.
+func TestSendNeverBlocksAndCountsDrops(t *testing.T) {
+	tr, err := NewTCP(Config{
+		ID: 1, ClusterID: 7, QueueLen: 10,
+		Peers:      map[protocol.ReplicaID]string{2: "127.0.0.1:1"}, // nothing listens
+		MinBackoff: time.Hour, MaxBackoff: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	done := make(chan struct{})
+	go func() {
+		for i := 0; i < 1000; i++ {
+			tr.Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2})
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("Send blocked")
+	}
+	if s := tr.Stats(); s.Dropped != 990 {
+		t.Fatalf("dropped %d, want 990", s.Dropped)
+	}
+}
+
+// A message larger than MaxFrame is dropped at the sender (the receiver would refuse it
+// and drop the whole connection); the link keeps working.
+func TestOversizeSendDropped(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.MaxFrame = 1024 })
+	trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: 1, Data: make([]byte, 2000)})
+	trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: 2})
+	if m := recvN(t, trs[1], 1)[0]; m.Seq != 2 {
+		t.Fatalf("got %v", m)
+	}
+	if s := trs[0].Stats(); s.Dropped != 1 {
+		t.Fatalf("dropped %d, want 1", s.Dropped)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
+		{ID: 0},
+		{ID: 1, Peers: map[protocol.ReplicaID]string{0: "x"}},
+		{ID: 1, Secret: []byte{}},
+		{ID: 1, Listen: "256.0.0.1:99999"},
+	} {
+		if tr, err := NewTCP(cfg); err == nil {
+			tr.Close()
+			t.Errorf("NewTCP(%+v) accepted", cfg)
+		}
+	}
+}
+
+// Close while every goroutine is busy (writers blocked on a consumer that does not read,
+// readers blocked on a full Recv channel) returns and leaves nothing behind (TestMain
+// checks for leaks).
+func TestCloseUnderLoad(t *testing.T) {
+	trs := tcpCluster(t, 3, nil)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for i, tr := range trs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := uint64(0); ; s++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tr.Send(protocol.Message{Type: protocol.MsgAccept, From: protocol.ReplicaID(i + 1), To: protocol.ReplicaID(1 + (i+1)%3), Seq: s, Data: make([]byte, 512)})
+			}
+		}()
+	}
+	// Nobody reads Recv: the channels fill, readers block, TCP pushes back, queues drop.
+	recvN(t, trs[1], 1)
+	close(stop)
+	wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		for _, tr := range trs {
+			tr.Close()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Fatal("Close hung under load")
+	}
+}
