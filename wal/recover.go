@@ -41,7 +41,7 @@ func (r *RecoveryReport) String() string {
 
 // recover reads the log in dir, repairing a torn tail. It returns the records, the
 // sequence number and size of the last segment (0, 0 when there is none), and the report.
-func recoverDir(dir string, noSync bool) (recs []protocol.Record, lastSeq uint64, lastSize int64, rep *RecoveryReport, err error) {
+func recoverDir(dir string, noSync, dropCorruptTail bool) (recs []protocol.Record, lastSeq uint64, lastSize int64, rep *RecoveryReport, err error) {
 	rep = &RecoveryReport{}
 	// Leftovers of a Truncate interrupted before its rename carry nothing that counts.
 	entries, err := os.ReadDir(dir)
@@ -115,7 +115,7 @@ func recoverDir(dir string, noSync bool) (recs []protocol.Record, lastSeq uint64
 				return nil, 0, 0, nil, &CorruptError{File: path, Offset: int64(off),
 					Reason: reason + "; damage before the last segment, refusing to drop the segments after it"}
 			}
-			if next := nextValidFrame(b, off+1); next >= 0 {
+			if next := nextValidFrame(b, off+1); next >= 0 && !dropCorruptTail {
 				return nil, 0, 0, nil, &CorruptError{File: path, Offset: int64(off),
 					Reason: fmt.Sprintf("%s; a valid record follows at offset %d, so this is not a torn tail: refusing to drop it", reason, next)}
 			}

@@ -26,6 +26,12 @@ type Options struct {
 	// NoSync skips every fsync (Sync still writes, recovery still repairs): for
 	// protocol-only experiments and tests, never for a replica that claims durability.
 	NoSync bool
+	// DropCorruptTail makes recovery cut the last segment at its first bad frame even when
+	// valid frames follow it (which Open otherwise refuses as damage in the middle). An
+	// operator's override after such a refusal, for example when the kernel persisted
+	// unsynced pages out of order before a crash: the dropped frames may include
+	// acknowledged records.
+	DropCorruptTail bool
 	// Logger receives recovery reports; nil discards.
 	Logger *slog.Logger
 }
@@ -80,7 +86,7 @@ func Open(dir string, opts Options) (*Log, []protocol.Record, *RecoveryReport, e
 		return nil, nil, nil, err
 	}
 	l.lock = lock
-	recs, seq, size, rep, err := recoverDir(dir, opts.NoSync)
+	recs, seq, size, rep, err := recoverDir(dir, opts.NoSync, opts.DropCorruptTail)
 	if err != nil {
 		l.lock.Close()
 		return nil, nil, nil, err

@@ -339,6 +339,21 @@ func TestDamageInTheMiddleRefuses(t *testing.T) {
 			if b2, _ := os.ReadFile(path); len(b2) != len(b) {
 				t.Fatalf("refusing Open changed %s", path)
 			}
+			// The operator's override cuts the last segment there; it cannot help with
+			// damage in an earlier one.
+			o := opts
+			o.DropCorruptTail = true
+			l, _, rep, err := Open(dir, o)
+			if tt.seq != lastSeq {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("DropCorruptTail on an earlier segment: %v", err)
+				}
+				return
+			}
+			if err != nil || !rep.Torn || rep.Offset != int64(off) {
+				t.Fatalf("DropCorruptTail: %v, report %+v", err, rep)
+			}
+			l.Close()
 		})
 	}
 }
