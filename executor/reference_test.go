@@ -22,6 +22,9 @@ type reference struct {
 	ids   []protocol.InstanceID // sorted
 	idx   map[protocol.InstanceID]int
 	reach [][]bool // reach[i][j]: j is in the dependency closure of i (i reaches j, j != i unless on a cycle)
+	// Precomputed lists of the same relations, to keep checks after every step cheap.
+	succ      [][]int
+	reachList [][]int
 }
 
 func newReference(insts []protocol.Instance) *reference {
@@ -38,9 +41,14 @@ func newReference(insts []protocol.Instance) *reference {
 	r.reach = make([][]bool, n)
 	for i := range r.reach {
 		r.reach[i] = make([]bool, n)
+		var succ []int
 		for _, j := range r.successors(r.ids[i]) {
-			r.reach[i][r.idx[j]] = true
+			if !r.reach[i][r.idx[j]] {
+				r.reach[i][r.idx[j]] = true
+				succ = append(succ, r.idx[j])
+			}
 		}
+		r.succ = append(r.succ, succ)
 	}
 	// Floyd-Warshall transitive closure.
 	for k := 0; k < n; k++ {
@@ -52,6 +60,14 @@ func newReference(insts []protocol.Instance) *reference {
 				if r.reach[k][j] {
 					r.reach[i][j] = true
 				}
+			}
+		}
+	}
+	r.reachList = make([][]int, n)
+	for i := range r.reach {
+		for j, ok := range r.reach[i] {
+			if ok {
+				r.reachList[i] = append(r.reachList[i], j)
 			}
 		}
 	}
@@ -77,15 +93,16 @@ func (r *reference) successors(id protocol.InstanceID) []protocol.InstanceID {
 }
 
 // mustHaveExecuted returns the committed instances whose whole closure is committed.
-func (r *reference) mustHaveExecuted(committed map[protocol.InstanceID]bool) map[protocol.InstanceID]bool {
+// committed is indexed like r.ids.
+func (r *reference) mustHaveExecuted(committed []bool) map[protocol.InstanceID]bool {
 	out := map[protocol.InstanceID]bool{}
 	for i, id := range r.ids {
-		if !committed[id] {
+		if !committed[i] {
 			continue
 		}
 		ok := true
-		for j, other := range r.ids {
-			if r.reach[i][j] && !committed[other] {
+		for _, j := range r.reachList[i] {
+			if !committed[j] {
 				ok = false
 				break
 			}
@@ -99,23 +116,25 @@ func (r *reference) mustHaveExecuted(committed map[protocol.InstanceID]bool) map
 
 // blocked returns the uncommitted instances that some committed, unexecuted instance
 // depends on directly.
-func (r *reference) blocked(committed, executed map[protocol.InstanceID]bool) []protocol.InstanceID {
-	set := map[protocol.InstanceID]bool{}
-	for _, id := range r.ids {
-		if !committed[id] || executed[id] {
+// committed and executed are indexed like r.ids.
+func (r *reference) blocked(committed, executed []bool) []protocol.InstanceID {
+	set := make([]bool, len(r.ids))
+	for i := range r.ids {
+		if !committed[i] || executed[i] {
 			continue
 		}
-		for _, s := range r.successors(id) {
-			if !committed[s] {
-				set[s] = true
+		for _, j := range r.succ[i] {
+			if !committed[j] {
+				set[j] = true
 			}
 		}
 	}
 	var out []protocol.InstanceID
-	for id := range set {
-		out = append(out, id)
+	for j, ok := range set {
+		if ok {
+			out = append(out, r.ids[j]) // r.ids is sorted
+		}
 	}
-	slices.SortFunc(out, cmpID)
 	return out
 }
 
