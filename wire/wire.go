@@ -63,12 +63,14 @@ func (d *decoder) left() int { return len(d.src) - d.off }
 // uvarint reads a minimal unsigned LEB128 varint (as encoding/binary writes it) and
 // refuses overlong forms, so that every value has exactly one encoding.
 func (d *decoder) uvarint(what string) (uint64, error) {
-	if d.off < len(d.src) {
-		if b := d.src[d.off]; b < 0x80 { // fast path: one byte
-			d.off++
-			return uint64(b), nil
-		}
+	if d.off < len(d.src) && d.src[d.off] < 0x80 { // one byte: small enough to inline
+		d.off++
+		return uint64(d.src[d.off-1]), nil
 	}
+	return d.uvarintSlow(what)
+}
+
+func (d *decoder) uvarintSlow(what string) (uint64, error) {
 	var x uint64
 	var s uint
 	for i := 0; ; i++ {
@@ -104,13 +106,14 @@ func (d *decoder) uint32(what string) (uint32, error) {
 }
 
 func (d *decoder) byte(what string) (byte, error) {
-	if d.off >= len(d.src) {
-		return 0, d.errf(ErrTruncated, "%s", what)
+	if d.off < len(d.src) {
+		d.off++
+		return d.src[d.off-1], nil
 	}
-	b := d.src[d.off]
-	d.off++
-	return b, nil
+	return 0, d.truncated(what)
 }
+
+func (d *decoder) truncated(what string) error { return d.errf(ErrTruncated, "%s", what) }
 
 // bytes reads a length-prefixed byte string that aliases src (nil when empty).
 func (d *decoder) bytes(what string) ([]byte, error) {

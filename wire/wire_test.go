@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -383,21 +384,37 @@ func TestReadFrameErrors(t *testing.T) {
 	}
 }
 
-// TestReadFrameTooLargeDoesNotAllocate: a header claiming a huge frame is refused from the
-// header alone.
-func TestReadFrameTooLargeDoesNotAllocate(t *testing.T) {
-	in := []byte{0xff, 0xff, 0xff, 0x7f, 1}
-	r := bufio.NewReader(bytes.NewReader(in))
+// allocatedBytes returns the bytes f allocates on the heap.
+func allocatedBytes(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestReadFrameMemoryBound: a header claiming a huge frame is refused from the header
+// alone, and a frame that claims 16 MiB but delivers 100 KiB costs memory in proportion to
+// the 100 KiB.
+func TestReadFrameMemoryBound(t *testing.T) {
 	var err error
-	n := testing.AllocsPerRun(20, func() {
-		r.Reset(bytes.NewReader(in))
-		_, _, err = ReadFrame(r, nil, 1<<20)
-	})
+	huge := []byte{0xff, 0xff, 0xff, 0x7f, 1}
+	n := allocatedBytes(func() { _, _, err = ReadFrame(bufio.NewReader(bytes.NewReader(huge)), nil, 1<<20) })
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatal(err)
 	}
-	if n > 6 { // the error values and the reset reader; never the claimed 2 GiB
-		t.Errorf("%v allocs", n)
+	if n > 16<<10 { // the bufio buffer (4 KiB) and the error; never the claimed 2 GiB
+		t.Errorf("refusing a too-large frame allocated %d bytes", n)
+	}
+	claim := []byte{0xff, 0xff, 0xff, 0x00, 1} // 16 MiB - 1
+	stalled := append(claim, make([]byte, 100<<10)...)
+	n = allocatedBytes(func() { _, _, err = ReadFrame(bufio.NewReader(bytes.NewReader(stalled)), nil, 0) })
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatal(err)
+	}
+	if n > 1<<20 {
+		t.Errorf("a 16 MiB claim with 100 KiB delivered allocated %d bytes", n)
 	}
 }
 
