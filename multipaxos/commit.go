@@ -97,7 +97,6 @@ func (e *Engine) handleCatchUp(m *protocol.Message) {
 // leader is still ahead. Only followers use it: a leader learns only through its own
 // quorum, so that its commit point never covers a slot it proposed a different value for.
 func (e *Engine) handleCatchUpReply(m *protocol.Message) {
-	e.catchUpInflight = false
 	before := e.commitIndex
 	for i := range m.Insts {
 		in := &m.Insts[i]
@@ -113,10 +112,18 @@ func (e *Engine) handleCatchUpReply(m *protocol.Message) {
 		e.persistSlot(s, sl)
 	}
 	e.advanceCommit()
+	if e.commitIndex == before {
+		// No progress (a duplicate, or the replier dropped the slots we need): leave the
+		// request in flight so that only the retransmission timer asks again, never a
+		// request/reply loop.
+		return
+	}
+	e.catchUpInflight = false
 	// Slots after the caught-up ones may have been accepted in the leader's ballot; the
-	// leader's commit point (never the replier's: it carries no ballot) says which.
+	// leader's commit point (never the replier's: it carries no ballot) says which. This
+	// asks the leader for more if needed.
 	e.learnCommit(0)
-	if !e.catchUpInflight && e.commitIndex > before && e.commitIndex < m.Index {
+	if !e.catchUpInflight && e.commitIndex < m.Index {
 		e.sendCatchUp(m.From)
 	}
 }

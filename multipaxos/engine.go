@@ -72,12 +72,11 @@ type Engine struct {
 	recCommit   uint64 // highest RecordCommitIndex queued for persistence
 	retained    int    // commands in committed slots still held in log (RetainCmds)
 
-	now               uint64 // ticks since start
-	electionElapsed   int
-	electionTimeout   int // randomized in [ElectionTicks, 2*ElectionTicks)
-	heartbeatElapsed  int
-	retransmitTicks   uint64
-	lastRetransmitted uint64
+	now              uint64 // ticks since start
+	electionElapsed  int
+	electionTimeout  int // randomized in [ElectionTicks, 2*ElectionTicks)
+	heartbeatElapsed int
+	retransmitTicks  uint64
 
 	// Candidate: phase 1 state.
 	promises     uint64 // replicas (by index) that promised e.ballot

@@ -206,7 +206,10 @@ func (nw *network) deliver(m protocol.Message) {
 func (nw *network) deliverAll() {
 	nw.t.Helper()
 	for steps := 0; len(nw.queue) > 0; steps++ {
-		if steps > 1_000_000 {
+		if steps > 200_000 {
+			for _, env := range nw.queue[:min(20, len(nw.queue))] {
+				nw.t.Logf("queued: %v idx=%d insts=%d cmds=%d", env.m, env.m.Index, len(env.m.Insts), len(env.m.Cmds))
+			}
 			nw.t.Fatal("deliverAll: messages never quiesce")
 		}
 		env := nw.queue[0]

@@ -102,11 +102,8 @@ func (e *Engine) tickLeader() {
 		}
 		e.heard = 1 << e.self
 	}
-	// Retransmit Accepts for slots not yet chosen (the transport may drop messages).
-	if e.now-e.lastRetransmitted < e.retransmitTicks {
-		return
-	}
-	e.lastRetransmitted = e.now
+	// Retransmit Accepts for slots not yet chosen (the transport may drop messages). The
+	// scan is bounded by the window.
 	for s := e.commitIndex + 1; s <= e.log.last(); s++ {
 		sl := e.log.get(s)
 		if sl.status == protocol.StatusCommitted || e.now-sl.sentTick < e.retransmitTicks {

@@ -1,0 +1,204 @@
+package multipaxos
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+func TestConfigValidate(t *testing.T) {
+	good := DefaultConfig()
+	good.ID, good.Replicas = 1, ids(3)
+	if _, err := New(good); err != nil {
+		t.Fatalf("default config refused: %v", err)
+	}
+	for _, tc := range []struct {
+		field string
+		mod   func(*Config)
+	}{
+		{"ID", func(c *Config) { c.ID = 0 }},
+		{"Replicas", func(c *Config) { c.ID = 4 }},
+		{"HeartbeatTicks", func(c *Config) { c.HeartbeatTicks = 0 }},
+		{"ElectionTicks", func(c *Config) { c.ElectionTicks = 2 }},
+		{"Window", func(c *Config) { c.Window = 0 }},
+		{"MaxBatch", func(c *Config) { c.MaxBatch = -1 }},
+		{"RetainCmds", func(c *Config) { c.RetainCmds = -1 }},
+		{"replicas", func(c *Config) { c.Replicas = ids(65) }},
+	} {
+		c := good
+		tc.mod(&c)
+		_, err := New(c)
+		if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: got %v, want an ErrConfig naming %s", tc.field, err, tc.field)
+		}
+	}
+}
+
+// Every command proposed before a Ready goes into one slot (up to MaxBatch); no timer is
+// involved. The window bounds slots in flight; the rest waits for commits.
+func TestBatchingAndWindow(t *testing.T) {
+	nw := newNetwork(t, 3, 1, func(c *Config) { c.MaxBatch = 3; c.Window = 2 })
+	l := nw.electLeader(100)
+	e := nw.node(l).e
+	for i := range 8 {
+		e.Propose([]protocol.Command{put(1, uint64(i+1), "k", string(rune('a'+i)))})
+	}
+	nw.collect(l)
+	accepts := nw.take(isType(protocol.MsgAccept))
+	if len(accepts) != 2*2 { // two slots (window) to two peers
+		t.Fatalf("%d accepts, want 4 (window 2, two peers)", len(accepts))
+	}
+	if len(accepts[0].Cmds) != 3 || accepts[0].Inst.Num != 1 || accepts[2].Inst.Num != 2 {
+		t.Fatalf("first accepts %v %v: want slots 1 and 2 with 3 commands", accepts[0], accepts[2])
+	}
+	if len(e.pending) != 2 {
+		t.Fatalf("%d pending, want 2 waiting for the window", len(e.pending))
+	}
+	for _, m := range accepts {
+		nw.deliver(m)
+	}
+	nw.deliverAll()
+	nw.requireLogs("k=a,k=b,k=c", "k=d,k=e,k=f", "k=g,k=h")
+}
+
+// A follower forwards commands to the leader it knows; with no leader known it hands them
+// back as redirects with Ready.Leader = 0.
+func TestForwardAndRedirect(t *testing.T) {
+	nw := newNetwork(t, 3, 1, nil)
+	// No leader yet: redirect.
+	nw.propose(2, put(1, 1, "a", "1"))
+	if got := nw.node(2).redirects; len(got) != 1 || nw.node(2).e.Leader() != 0 {
+		t.Fatalf("redirects %v leader %d, want the command redirected with no leader", got, nw.node(2).e.Leader())
+	}
+	l := nw.electLeader(100)
+	f := protocol.ReplicaID(1)
+	if l == 1 {
+		f = 2
+	}
+	nw.node(f).e.Propose([]protocol.Command{put(1, 2, "b", "2")})
+	nw.node(f).e.Propose([]protocol.Command{put(1, 3, "c", "3")})
+	rd := nw.node(f).e.Ready()
+	if rd.Leader != l || len(rd.Messages) != 1 || rd.Messages[0].Type != protocol.MsgForward || rd.Messages[0].To != l || len(rd.Messages[0].Cmds) != 2 {
+		t.Fatalf("follower Ready %+v, want one Forward of 2 commands to %d", rd, l)
+	}
+	nw.queue = append(nw.queue, envelope{m: rd.Messages[0]}) // copy before Advance reuses it
+	nw.node(f).e.Advance(rd)
+	nw.deliverAll()
+	nw.requireLogs("b=2,c=3")
+}
+
+// A leader that loses leadership before putting proposals in a slot hands them back as
+// redirects: it never drops a command it accepted responsibility for.
+func TestDeposedLeaderRedirectsPending(t *testing.T) {
+	nw := newNetwork(t, 3, 1, func(c *Config) { c.Window = 1 })
+	l := nw.electLeader(100)
+	e := nw.node(l).e
+	e.Propose([]protocol.Command{put(1, 1, "a", "1")})
+	nw.collect(l) // slot 1 in flight: the window is full
+	e.Propose([]protocol.Command{put(1, 2, "b", "2")})
+	nw.collect(l) // waits for the window
+	nw.queue = nil
+	e.Step(protocol.Message{Type: protocol.MsgNack, From: l%3 + 1, To: l, Ballot: e.ballot.Next(l%3 + 1)})
+	rd := e.Ready()
+	if e.Role() != RoleFollower || len(rd.Redirect) != 1 || value(rd.Redirect) != "b=2" || rd.Leader != 0 {
+		t.Fatalf("deposed leader %v redirect %v leader %d, want follower redirecting b=2 with leader 0", e.Role(), rd.Redirect, rd.Leader)
+	}
+	e.Advance(rd)
+}
+
+// Accepts lost on the way are retransmitted after a few ticks until the slot is chosen.
+func TestAcceptRetransmission(t *testing.T) {
+	nw := newNetwork(t, 3, 1, nil)
+	l := nw.electLeader(100)
+	nw.propose(l, put(1, 1, "a", "1"))
+	if n := nw.dropWhere(isType(protocol.MsgAccept)); n != 2 {
+		t.Fatalf("dropped %d accepts, want 2", n)
+	}
+	nw.tickAll(2 * nw.node(l).cfg.HeartbeatTicks)
+	nw.requireLogs("a=1")
+}
+
+// Calling Ready twice before Advance returns the same work plus anything new; Advance
+// consumes only what it was given.
+func TestReadyAdvanceContract(t *testing.T) {
+	nw := newNetwork(t, 3, 1, nil)
+	l := nw.electLeader(100)
+	e := nw.node(l).e
+	e.Propose([]protocol.Command{put(1, 1, "a", "1")})
+	rd1 := e.Ready()
+	e.Propose([]protocol.Command{put(1, 2, "b", "2")})
+	rd2 := e.Ready()
+	if len(rd2.Messages) != 2*len(rd1.Messages) || len(rd2.Persist) != 2*len(rd1.Persist) {
+		t.Fatalf("second Ready %d msgs %d records, want twice the first (%d, %d)", len(rd2.Messages), len(rd2.Persist), len(rd1.Messages), len(rd1.Persist))
+	}
+	e.Advance(rd1)
+	rd3 := e.Ready()
+	if len(rd3.Messages) != len(rd2.Messages)-len(rd1.Messages) || rd3.Messages[0].Inst.Num != 2 {
+		t.Fatalf("after Advance(first) got %v, want only slot 2's accepts", rd3.Messages)
+	}
+	e.Advance(rd3)
+	if rd := e.Ready(); !rd.IsEmpty() {
+		t.Fatalf("Ready after full Advance not empty: %+v", rd)
+	}
+}
+
+// A single-replica cluster elects itself and commits alone.
+func TestSingleReplica(t *testing.T) {
+	nw := newNetwork(t, 1, 1, nil)
+	l := nw.electLeader(100)
+	nw.propose(l, put(1, 1, "a", "1"))
+	nw.requireLogs("a=1")
+	nw.crash(1)
+	nw.restart(1)
+	nw.requireLogs("a=1")
+}
+
+// The same seed and the same calls give the same Readys (no hidden randomness, clocks or
+// map order); another seed changes election timing.
+func TestDeterminism(t *testing.T) {
+	transcript := func(seed uint64) string {
+		nw := chaos(t, seed, 3000, false, nil)
+		var b strings.Builder
+		for _, nd := range nw.nodes {
+			b.WriteString(strings.Join(nd.readys, "\n"))
+			b.WriteString(strings.Join(nd.committedValues(), ","))
+		}
+		return b.String()
+	}
+	a, b := transcript(42), transcript(42)
+	if a != b {
+		t.Fatal("same seed, different transcripts")
+	}
+	if a == transcript(43) {
+		t.Fatal("different seeds, same transcript")
+	}
+}
+
+// Committed slots that fell out of memory (RetainCmds) are not lost to a candidate that
+// needs them: it refuses to lead rather than fill them with no-ops.
+func TestCandidateRefusesToLeadWithoutChosenValues(t *testing.T) {
+	nw := newNetwork(t, 3, 1, func(c *Config) { c.RetainCmds = 0 })
+	l := nw.electLeader(100)
+	lag := protocol.ReplicaID(1)
+	if l == 1 {
+		lag = 2
+	}
+	nw.isolate(lag)
+	for i := range 5 {
+		nw.propose(l, put(1, uint64(i+1), "k", "v"))
+		nw.deliverAll()
+	}
+	nw.heal()
+	nw.queue = nil
+	nw.node(lag).e.campaign()
+	nw.collect(lag)
+	nw.deliverAll()
+	if r := nw.node(lag).e.Role(); r == RoleLeader {
+		t.Fatal("a replica that cannot learn chosen slots became leader")
+	}
+	if got := nw.node(lag).committedValues(); len(got) != 0 {
+		t.Fatalf("lagging replica committed %v", got)
+	}
+}
