@@ -3,6 +3,7 @@ package check
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/parliament-lab/parliament/protocol"
@@ -72,8 +73,11 @@ func NewReplicaChecker() *ReplicaChecker {
 // (every field), the deps (as a set of per-row prefixes; a dep on row R up to 0 is no dep)
 // and seq. Ballots and status are local and not part of it.
 func Fingerprint(inst *protocol.Instance) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "seq=%d deps=[", inst.Seq)
+	// Hand-rolled with strconv: the simulator fingerprints every commit and execution.
+	b := make([]byte, 0, 64+48*len(inst.Cmds))
+	b = append(b, "seq="...)
+	b = strconv.AppendUint(b, inst.Seq, 10)
+	b = append(b, " deps=["...)
 	deps := make([]protocol.InstanceID, 0, len(inst.Deps))
 	for _, d := range inst.Deps {
 		if d.Num > 0 {
@@ -88,17 +92,45 @@ func Fingerprint(inst *protocol.Instance) string {
 	})
 	for i, d := range deps {
 		if i > 0 {
-			b.WriteByte(' ')
+			b = append(b, ' ')
 		}
-		b.WriteString(d.String())
+		b = strconv.AppendUint(b, uint64(d.Replica), 10)
+		b = append(b, '.')
+		b = strconv.AppendUint(b, d.Num, 10)
 	}
-	b.WriteString("] cmds=[")
+	b = append(b, "] cmds=["...)
+	for i := range inst.Cmds {
+		c := &inst.Cmds[i]
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = strconv.AppendUint(b, c.ClientID, 10)
+		b = append(b, '#')
+		b = strconv.AppendUint(b, c.Seq, 10)
+		b = append(b, ':')
+		b = append(b, c.Op.String()...)
+		b = append(b, '(')
+		b = strconv.AppendQuote(b, string(c.Key))
+		b = append(b, ',')
+		b = strconv.AppendQuote(b, string(c.Value))
+		b = append(b, ',')
+		b = strconv.AppendQuote(b, string(c.Old))
+		b = append(b, ')')
+	}
+	b = append(b, ']')
+	return string(b)
+}
+
+// FormatInstance renders what was decided for an instance, for traces: seq, deps and
+// commands (readable, unlike Fingerprint, which is exact).
+func FormatInstance(inst *protocol.Instance) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seq=%d deps=%v cmds=[", inst.Seq, inst.Deps)
 	for i := range inst.Cmds {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		c := &inst.Cmds[i]
-		fmt.Fprintf(&b, "%d#%d:%v(%q,%q,%q)", c.ClientID, c.Seq, c.Op, c.Key, c.Value, c.Old)
+		b.WriteString(FormatCommand(&inst.Cmds[i]))
 	}
 	b.WriteByte(']')
 	return b.String()
