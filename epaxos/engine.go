@@ -65,6 +65,8 @@ type Engine struct {
 
 	stats protocol.Stats
 	scr   []uint64 // scratch deps
+	scr2  []uint64
+	free  []*lead // finished coordinator states, reused
 }
 
 // keyState indexes, per key, the highest instance of every row that touched the key
@@ -121,6 +123,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.rows = make([][]*instance, e.n)
 	e.scr = make([]uint64, e.n)
+	e.scr2 = make([]uint64, e.n)
 	e.order = e.peerOrder()
 	e.restore(cfg.Records)
 	return e, nil

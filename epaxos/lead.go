@@ -52,14 +52,25 @@ type prepReply struct {
 }
 
 func (e *Engine) newLead(inst *instance, ph phase, b protocol.Ballot) *lead {
-	ls := &lead{
-		phase: ph, ballot: b, start: e.now, sent: e.now,
-		asked: make([]bool, 2*e.n), base: make([]uint64, 2*e.n),
+	var ls *lead
+	if k := len(e.free); k > 0 {
+		ls = e.free[k-1]
+		e.free[k-1] = nil
+		e.free = e.free[:k-1]
+		asked, replied, base, union, wait := ls.asked, ls.replied, ls.base, ls.union, ls.wait[:0]
+		clear(asked)
+		clear(replied)
+		clear(base)
+		clear(union)
+		*ls = lead{asked: asked, replied: replied, base: base, union: union, wait: wait}
+	} else {
+		ls = &lead{asked: make([]bool, 2*e.n), base: make([]uint64, 2*e.n)}
+		ls.replied = ls.asked[e.n:]
+		ls.asked = ls.asked[:e.n:e.n]
+		ls.union = ls.base[e.n:]
+		ls.base = ls.base[:e.n:e.n]
 	}
-	ls.replied = ls.asked[e.n:]
-	ls.asked = ls.asked[:e.n:e.n]
-	ls.union = ls.base[e.n:]
-	ls.base = ls.base[:e.n:e.n]
+	ls.phase, ls.ballot, ls.start, ls.sent = ph, b, e.now, e.now
 	inst.lead = ls
 	e.leading = append(e.leading, inst)
 	return ls
@@ -78,7 +89,14 @@ func (e *Engine) resetPhase(ls *lead, ph phase) {
 	ls.gaveUp = false
 }
 
-func (e *Engine) finishLead(inst *instance) { inst.lead = nil }
+// finishLead ends the coordination of inst here and recycles its state.
+func (e *Engine) finishLead(inst *instance) {
+	if ls := inst.lead; ls != nil {
+		inst.lead = nil
+		ls.preps, ls.cmds, ls.baseList, ls.cand = nil, nil, nil, prepReply{}
+		e.free = append(e.free, ls)
+	}
+}
 
 // promise raises the promised ballot of inst to b; a coordination of inst here at a
 // lower ballot stops (it can no longer succeed).
@@ -166,6 +184,9 @@ func (e *Engine) retransmit(inst *instance, ls *lead) {
 
 func (e *Engine) tickLead(inst *instance) {
 	ls := inst.lead
+	if ls == nil {
+		return
+	}
 	switch ls.phase {
 	case phPreAccept, phAccept:
 		if e.now-ls.start >= int64(e.cfg.ThriftyWidenTicks) {

@@ -69,7 +69,7 @@ func (e *Engine) onPreAccept(m *protocol.Message) {
 		return
 	}
 	leaderRow := e.ri(m.Inst.Replica)
-	given := e.depsFrom(nil, m.Deps)
+	given := e.depsFrom(e.scr2, m.Deps)
 	deps := e.scr
 	copy(deps, given)
 	seq := max(m.Seq, e.conflictAttrs(m.Cmds, deps, leaderRow))
