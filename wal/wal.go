@@ -122,7 +122,9 @@ func lockDir(dir string) (*os.File, error) {
 }
 
 // Append buffers recs at the end of the log. It does not fsync: records are durable only
-// once a later Sync returns nil. The caller may reuse recs when Append returns.
+// once a later Sync returns nil. The caller may reuse recs when Append returns. A record
+// that encodes to more than MaxRecordSize fails with ErrRecordTooLarge; the records before
+// it stay appended.
 func (l *Log) Append(recs []protocol.Record) error {
 	if l.err != nil {
 		return l.err
