@@ -233,3 +233,32 @@ type Reply struct {
 	// latency (the EPaxos paper reports both).
 	ExecDelayMicros uint32
 }
+
+// Compactor is implemented by engines that can forget executed instances, so that memory
+// and the write-ahead log stay bounded in long runs. The runtime owns the state-machine
+// snapshot; the engine owns the decision of what it may forget.
+//
+// The protocol for truncation and catch-up:
+//   - The runtime periodically snapshots the state machine at its executed frontier F (per
+//     row, every instance up to F[row] has executed here; prefix semantics as Deps) and
+//     calls Compact(F) once the snapshot is durable. The engine may forget every instance
+//     covered by F. It should keep instances that a peer may still ask for while that peer
+//     is expected to catch up cheaply (e.g. until every replica reports having executed
+//     them, within a retention bound); engines may exchange frontiers in their messages.
+//   - LiveRecords returns records that rebuild the engine as it is now, leaving out what
+//     Compact allowed it to forget, starting with a RecordSnapshot whose Inst.Deps is the
+//     frontier. The runtime may then replace its whole log with them (after the snapshot
+//     file is durable).
+//   - When a peer needs instances this engine has forgotten, the engine puts a MsgSnapshot
+//     addressed to that peer in Ready.Messages with Deps = its compacted frontier and empty
+//     Data; the runtime fills Data with the matching state-machine snapshot before sending.
+//   - On receiving a MsgSnapshot whose frontier is ahead of its own, the runtime restores
+//     the state machine (and executor) from Data and then Steps the message into the engine,
+//     which treats every instance covered by m.Deps as committed and executed (it must not
+//     emit them in Ready.Committed).
+//   - On restart, Config.Records starts with the RecordSnapshot written by the last
+//     truncation (if any); instances it covers are executed and must not be re-emitted.
+type Compactor interface {
+	Compact(frontier []InstanceID)
+	LiveRecords() []Record
+}
