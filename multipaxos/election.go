@@ -131,7 +131,7 @@ func (e *Engine) handleNack(m *protocol.Message) {
 	}
 }
 
-func stepCandidate(e *Engine, m *protocol.Message) {
+func stepCandidate(e *Engine, m protocol.Message) {
 	if m.Type != protocol.MsgPromise || m.Ballot != e.ballot || !m.OK {
 		return
 	}

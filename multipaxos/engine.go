@@ -47,7 +47,7 @@ const (
 )
 
 // stepFunc handles the messages specific to one role (etcd-io/raft style).
-type stepFunc func(e *Engine, m *protocol.Message)
+type stepFunc func(e *Engine, m protocol.Message)
 
 // Engine is one Multi-Paxos replica. It is not safe for concurrent use.
 type Engine struct {
@@ -256,7 +256,7 @@ func (e *Engine) Step(m protocol.Message) {
 			e.becomeFollower(m.From)
 		}
 	}
-	e.step(e, &m)
+	e.step(e, m)
 }
 
 // Tick implements protocol.Engine.

@@ -13,30 +13,48 @@ type slot struct {
 	sentTick uint64
 }
 
-// slotLog holds slots base, base+1, ... in memory. Slots below base were committed and
-// dropped (RetainCmds) or folded into a snapshot.
+// slotLog holds slots base .. base+n-1 in a ring buffer (power-of-two capacity), so that
+// appending at the end and dropping committed slots at the front never copies the log.
+// Slots below base were committed and dropped (RetainCmds) or folded into a snapshot.
 type slotLog struct {
-	base    uint64
-	entries []slot
+	base uint64
+	ring []slot
+	head int // ring index of slot base
+	n    int
 }
 
 // last returns the highest slot held (base-1 when empty).
-func (l *slotLog) last() uint64 { return l.base + uint64(len(l.entries)) - 1 }
+func (l *slotLog) last() uint64 { return l.base + uint64(l.n) - 1 }
+
+func (l *slotLog) at(i int) *slot { return &l.ring[(l.head+i)&(len(l.ring)-1)] }
 
 // get returns slot s, or nil when s is not held. The pointer is valid until the next ensure.
 func (l *slotLog) get(s uint64) *slot {
-	if s < l.base || s-l.base >= uint64(len(l.entries)) {
+	if s < l.base || s-l.base >= uint64(l.n) {
 		return nil
 	}
-	return &l.entries[s-l.base]
+	return l.at(int(s - l.base))
 }
 
 // ensure extends the log with empty slots up to s and returns slot s (s >= base).
 func (l *slotLog) ensure(s uint64) *slot {
-	for l.last() < s {
-		l.entries = append(l.entries, slot{})
+	need := int(s-l.base) + 1
+	if need > len(l.ring) {
+		size := max(64, len(l.ring))
+		for size < need {
+			size *= 2
+		}
+		ring := make([]slot, size)
+		for i := range l.n {
+			ring[i] = *l.at(i)
+		}
+		l.ring, l.head = ring, 0
 	}
-	return &l.entries[s-l.base]
+	for l.n < need {
+		*l.at(l.n) = slot{}
+		l.n++
+	}
+	return l.at(need - 1)
 }
 
 // dropBefore forgets every slot below s.
@@ -44,30 +62,21 @@ func (l *slotLog) dropBefore(s uint64) {
 	if s <= l.base {
 		return
 	}
-	k := s - l.base
-	if k >= uint64(len(l.entries)) {
-		clear(l.entries)
-		l.entries = l.entries[:0]
-		l.base = s
-		return
+	k := min(s-l.base, uint64(l.n))
+	for i := range int(k) {
+		*l.at(i) = slot{} // let the dropped commands be collected
 	}
-	// Clear so the dropped commands can be collected before the array is reallocated.
-	clear(l.entries[:k])
-	l.entries = l.entries[k:]
+	if len(l.ring) > 0 {
+		l.head = (l.head + int(k)) & (len(l.ring) - 1)
+	}
+	l.n -= int(k)
 	l.base = s
 }
 
 // dropAfter forgets every slot above s.
 func (l *slotLog) dropAfter(s uint64) {
-	if s >= l.last() {
-		return
+	for l.n > 0 && l.last() > s {
+		*l.at(l.n - 1) = slot{}
+		l.n--
 	}
-	if s < l.base {
-		clear(l.entries)
-		l.entries = l.entries[:0]
-		return
-	}
-	n := s - l.base + 1
-	clear(l.entries[n:])
-	l.entries = l.entries[:n]
 }

@@ -16,7 +16,15 @@ func (e *Engine) flushProposals() {
 	switch {
 	case e.role == RoleLeader:
 		for len(e.pending) > 0 && e.log.last()-e.commitIndex < uint64(e.cfg.Window) {
-			n := min(len(e.pending), e.cfg.MaxBatch)
+			if len(e.pending) <= e.cfg.MaxBatch {
+				// The common case: hand the whole buffer to the slot (no second copy); the
+				// next Propose starts a fresh one.
+				n := len(e.pending)
+				e.proposeSlot(e.pending[:n:n])
+				e.pending = nil
+				break
+			}
+			n := e.cfg.MaxBatch
 			cmds := make([]protocol.Command, n)
 			copy(cmds, e.pending)
 			e.pending = consume(e.pending, n)
@@ -114,7 +122,7 @@ func (e *Engine) tickLeader() {
 	}
 }
 
-func stepLeader(e *Engine, m *protocol.Message) {
+func stepLeader(e *Engine, m protocol.Message) {
 	switch m.Type {
 	case protocol.MsgAccepted:
 		if m.Ballot != e.ballot || !m.OK || m.Inst.Replica != 0 {
@@ -141,7 +149,7 @@ func stepLeader(e *Engine, m *protocol.Message) {
 	}
 }
 
-func stepFollower(e *Engine, m *protocol.Message) {
+func stepFollower(e *Engine, m protocol.Message) {
 	switch m.Type {
 	case protocol.MsgAccept:
 		// Step already checked m.Ballot == e.promised and made m.From our leader.
@@ -171,6 +179,6 @@ func stepFollower(e *Engine, m *protocol.Message) {
 		e.electionElapsed = 0
 		e.learnCommit(m.Index)
 	case protocol.MsgCatchUpReply:
-		e.handleCatchUpReply(m)
+		e.handleCatchUpReply(&m)
 	}
 }
