@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,16 +16,16 @@ import (
 )
 
 const (
-	// ioBufferSize is the size of every connection's read buffer; writes go out in whatever
-	// the send queue accumulated (at least one frame, usually many).
+	// ioBufferSize is the buffer size of the benchmark's raw baseline and the point from
+	// which a writer drops an oversized spare buffer.
 	ioBufferSize = 64 << 10
-	// arenaSize is the size of the buffers received payloads are read into. Payloads of
-	// one batch share an arena, and the receiver owns it (decoded messages alias it), so
-	// a fresh one is started once the current one runs low. Small enough that a message an
-	// engine keeps for long does not pin much memory, large enough to amortise allocation.
-	arenaSize = 32 << 10
-	// arenaMin: start a new arena when less than this is left in the current one.
-	arenaMin = 2 << 10
+	// readChunk is the size of the chunks connections are read into. Received payloads
+	// stay in them (decoded messages alias them, and receivers own those), so a chunk is
+	// never reused: a fresh one starts when less than readMin is left. Small enough that
+	// a message an engine keeps for long does not pin much memory, large enough for one
+	// read to bring in many frames.
+	readChunk = 64 << 10
+	readMin   = 4 << 10
 	// maxBatch bounds the messages delivered in one batch, so that a fast sender cannot
 	// starve the latency of the batch being built.
 	maxBatch = 4096
@@ -131,7 +130,7 @@ type conn struct {
 	remote string
 	w      io.Writer  // nc, or s2w
 	s2w    *s2.Writer // non-nil when compressed
-	br     *bufio.Reader
+	r      io.Reader  // nc, or an s2 reader on it
 
 	once sync.Once
 	done chan struct{} // closed by fail
@@ -144,9 +143,9 @@ func newConn(nc net.Conn, compress bool) *conn {
 		// Concurrency 1: compress in the writer goroutine, start no goroutines of its own.
 		c.s2w = s2.NewWriter(nc, s2.WriterConcurrency(1), s2.WriterBlockSize(s2BlockSize))
 		c.w = c.s2w
-		c.br = bufio.NewReaderSize(s2.NewReader(nc, s2.ReaderMaxBlockSize(s2BlockSize)), ioBufferSize)
+		c.r = s2.NewReader(nc, s2.ReaderMaxBlockSize(s2BlockSize))
 	} else {
-		c.br = bufio.NewReaderSize(nc, ioBufferSize)
+		c.r = nc
 	}
 	return c
 }
@@ -181,51 +180,78 @@ func (c *conn) failed() bool {
 	return false
 }
 
-// readLoop reads frames until an error. For every frame it calls frame (payload lives in
-// an arena the receiver owns); after each burst (every frame that had fully arrived, up to
-// maxBatch) it calls flush, which returns false to stop. A frame error means the batch
-// being built is abandoned: frame and flush implementations reset on the next call.
+// readLoop reads frames until an error. It reads the connection straight into chunks
+// that become the receivers' memory: every frame is parsed in place (no copy), its
+// payload handed to frame, and after each read the frames it completed are one batch,
+// announced by flush (which returns false to stop). Up to readChunk bytes of a chunk are
+// filled before a new one starts; a frame that does not fit moves, with its partial
+// bytes, to a new chunk that grows with the bytes actually received, so a header that
+// claims a large frame costs nothing until the bytes arrive. A header over maxFrame, of
+// length 0 or of an unknown type fails at once; the batch it would have joined is
+// abandoned with it.
 func (c *conn) readLoop(maxFrame int, frame func(t wire.FrameType, payload []byte) error, flush func() bool) error {
-	arena := make([]byte, arenaSize)
+	buf := make([]byte, readChunk)
+	r, w := 0, 0 // buf[r:w] is read but not yet parsed; buf[:r] belongs to receivers
 	for {
-		for n := 0; ; n++ {
-			if len(arena) < arenaMin {
-				arena = make([]byte, arenaSize)
+		if room := len(buf) - w; room < readMin {
+			// (Nearly) full: unless the rest of the current frame fits, move its partial
+			// bytes to a new chunk so that reads stay large (the old chunk stays with the
+			// receivers). The new chunk grows with the bytes received, up to the frame.
+			size := readChunk
+			if w-r >= 4 {
+				need := 4 + int(binary.LittleEndian.Uint32(buf[r:]))
+				size = max(readChunk, min(need, 2*(w-r)))
+				if need-(w-r) <= room {
+					size = 0 // the frame completes in this chunk
+				}
 			}
-			t, payload, err := wire.ReadFrame(c.br, arena, maxFrame)
-			if err != nil {
-				return err
+			if size > 0 {
+				nb := make([]byte, size)
+				w = copy(nb, buf[r:w])
+				buf, r = nb, 0
 			}
-			if len(payload) > 0 && len(payload) <= len(arena) && &payload[0] == &arena[0] {
-				arena = arena[len(payload):]
+		}
+		k, rerr := c.r.Read(buf[w:])
+		w += k
+		n := 0
+		for w-r >= wire.HeaderSize {
+			size := binary.LittleEndian.Uint32(buf[r:])
+			t := wire.FrameType(buf[r+4])
+			switch {
+			case size == 0:
+				return fmt.Errorf("wire: read frame: length 0: %w", wire.ErrMalformed)
+			case uint64(size) > uint64(maxFrame):
+				return fmt.Errorf("wire: read frame: length %d exceeds maximum %d: %w", size, maxFrame, wire.ErrTooLarge)
+			case !t.Valid():
+				return fmt.Errorf("wire: read frame: frame type %d: %w", uint8(t), wire.ErrUnknownType)
 			}
-			if err := frame(t, payload); err != nil {
-				return err
-			}
-			if n+1 >= maxBatch || !frameReady(c.br, maxFrame) {
+			end := r + 4 + int(size)
+			if end > w {
 				break
 			}
+			// The capacity ends with the payload: a receiver appending to it cannot
+			// overwrite the next frame.
+			if err := frame(t, buf[r+wire.HeaderSize:end:end]); err != nil {
+				return err
+			}
+			r = end
+			if n++; n == maxBatch {
+				if !flush() {
+					return ErrClosed
+				}
+				n = 0
+			}
 		}
-		if !flush() {
+		if n > 0 && !flush() {
 			return ErrClosed
 		}
+		if rerr != nil {
+			if rerr == io.EOF && r < w {
+				return fmt.Errorf("wire: read frame: %w (%w)", wire.ErrTruncated, io.ErrUnexpectedEOF)
+			}
+			return rerr
+		}
 	}
-}
-
-// frameReady reports whether reading the next frame from br will not block: a whole frame
-// is buffered (a batch is what one read brought in), or its header is and is bad, so the
-// read fails at once and the batch it would have joined is refused with it.
-func frameReady(br *bufio.Reader, maxFrame int) bool {
-	k := br.Buffered()
-	if k < wire.HeaderSize {
-		return false
-	}
-	h, _ := br.Peek(wire.HeaderSize)
-	n := uint64(binary.LittleEndian.Uint32(h))
-	if n == 0 || n > uint64(maxFrame) || !wire.FrameType(h[4]).Valid() {
-		return true
-	}
-	return uint64(k) >= 4+n
 }
 
 // backoff is a capped exponential backoff with ±25% jitter (so that replicas restarted
