@@ -210,7 +210,7 @@ func FailureTimeline(runs []result.Run) (*plot.Plot, error) {
 	first := groups[0][0]
 	title := fmt.Sprintf("Throughput through a replica crash, %d replicas, %s", first.Replicas, wanText(first.WAN))
 	if first.Fail != nil {
-		title = fmt.Sprintf("Throughput through a crash of the %s replica at t=%gs, %d replicas, %s",
+		title = fmt.Sprintf("Throughput through a crash of the %s replica at t=%.1fs, %d replicas, %s",
 			first.Fail.Site, first.Fail.AtS, first.Replicas, wanText(first.WAN))
 	}
 	p := newPlot(title, "Time since load start (s)", "Throughput (kops/s)")

@@ -90,6 +90,10 @@ type Failure struct {
 	AtS    float64 `json:"at_s"`               // seconds after the load started
 	GapS   float64 `json:"gap_s"`              // longest stretch after the crash with no command completed anywhere
 	GapAtS float64 `json:"gap_at_s,omitempty"` // where that stretch began
+	// GapBeforeS is the longest such stretch between the end of the warm-up and the crash:
+	// the baseline that closed-loop clients produce without any failure (completions come
+	// in waves of one round trip), to compare GapS with.
+	GapBeforeS float64 `json:"gap_before_s"`
 }
 
 // Point is one interval of the timeline.
