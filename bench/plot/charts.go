@@ -175,6 +175,7 @@ func LatencyVsThroughput(runs []result.Run) (*plot.Plot, error) {
 		first.Replicas, wanText(first.WAN), pct(first.Conflict)), "Throughput (kops/s)", "Commit latency (ms, log scale)")
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = logTicks{}
+	top := 0.0
 	for _, g := range groups {
 		sort.Slice(g, func(i, j int) bool { return g[i].RateOps < g[j].RateOps })
 		med := make(plotter.XYs, 0, len(g))
@@ -185,6 +186,7 @@ func LatencyVsThroughput(runs []result.Run) (*plot.Plot, error) {
 			}
 			med = append(med, plotter.XY{X: r.ThroughputOps / 1000, Y: r.Commit.P50})
 			tail = append(tail, plotter.XY{X: r.ThroughputOps / 1000, Y: math.Max(r.Commit.P99, r.Commit.P50)})
+			top = math.Max(top, math.Max(r.Commit.P99, r.Commit.P50))
 		}
 		if len(med) == 0 {
 			continue
@@ -197,6 +199,9 @@ func LatencyVsThroughput(runs []result.Run) (*plot.Plot, error) {
 		}
 	}
 	p.X.Min = 0
+	if top > 0 {
+		p.Y.Max = top * 3 // head room (log scale) for the legend
+	}
 	return p, nil
 }
 
