@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/replica"
+)
+
+func init() {
+	register(command{
+		name:    "replica",
+		summary: "run one replica of a cluster until SIGINT/SIGTERM",
+		run:     runReplica,
+	})
+}
+
+// openLog opens replica id's log and returns it with the records it recovered. The
+// durability work (package wal) replaces it; until then a durable replica keeps its log
+// in memory, which does not survive a restart (the replica says so when it starts).
+var openLog = func(cl *config.Cluster, id protocol.ReplicaID, logger *slog.Logger) (replica.Log, []protocol.Record, error) {
+	if cl.IsDurable() {
+		logger.Warn("no write-ahead log in this build: records are kept in memory only and do not survive a restart",
+			"data_dir", cl.DataDirFor(id))
+	}
+	return replica.DiscardLog{}, nil, nil
+}
+
+// serveMetrics serves /metrics for r on addr until ctx is done. The metrics work
+// (Prometheus) sets it; nil means --metrics is refused.
+var serveMetrics func(ctx context.Context, addr string, r *replica.Replica, logger *slog.Logger) error
+
+const replicaExamples = `  parliament config --protocol multipaxos --replicas 3 --port 7000 > cluster.yaml
+  parliament replica --config cluster.yaml --id 1 &
+  parliament replica --config cluster.yaml --id 2 &
+  parliament replica --config cluster.yaml --id 3 &
+  parliament replica --config cluster.yaml --id 1 --durable=false --log-level debug`
+
+func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("replica", "--config FILE --id N [--durable=false] [--metrics ADDR]", replicaExamples, stderr)
+	path := fs.String("config", "cluster.yaml", "cluster file (see 'parliament config')")
+	id := fs.Uint("id", 0, "this replica's ID in the cluster file (1..N)")
+	durable := fs.Bool("durable", true, "fsync the log before answering (overrides the cluster file's durable field when given)")
+	metrics := fs.String("metrics", "", "serve Prometheus /metrics on this host:port (overrides the cluster file)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "parliament replica: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return errUsage
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *level)
+	}
+	cl, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if *id == 0 {
+		return fmt.Errorf("--id is required: this replica's ID in %s (1..%d)", *path, len(cl.Replicas))
+	}
+	self, ok := cl.Lookup(protocol.ReplicaID(*id))
+	if !ok {
+		return fmt.Errorf("--id %d: %s has replicas 1..%d", *id, *path, len(cl.Replicas))
+	}
+	if flagSet(fs, "durable") {
+		cl.Durable = durable
+	}
+	metricsAddr := self.Metrics
+	if flagSet(fs, "metrics") {
+		metricsAddr = *metrics
+	}
+	if metricsAddr != "" {
+		if err := config.CheckAddress(metricsAddr); err != nil {
+			return fmt.Errorf("--metrics %q %v; write host:port, like 127.0.0.1:9000", metricsAddr, err)
+		}
+		if serveMetrics == nil {
+			return errors.New("--metrics: this build has no metrics endpoint")
+		}
+	}
+
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
+	rid := protocol.ReplicaID(*id)
+	wal, recs, err := openLog(cl, rid, logger.With("replica", rid))
+	if err != nil {
+		return err
+	}
+	r, err := replica.Start(replica.Options{Cluster: cl, ID: rid, Log: wal, Records: recs, Logger: logger})
+	if err != nil {
+		wal.Close()
+		return err
+	}
+	defer r.Stop()
+	logger.Info("replica started", "replica", rid, "protocol", cl.Protocol, "replicas", len(cl.Replicas),
+		"addr", r.Addr(), "site", self.Site, "durable", cl.IsDurable(), "tick", cl.Tick)
+
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	metricsErr := make(chan error, 1)
+	if metricsAddr != "" {
+		go func() { metricsErr <- serveMetrics(mctx, metricsAddr, r, logger) }()
+	}
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping", "replica", rid)
+		r.Stop()
+		st := r.Stats()
+		logger.Info("stopped", "replica", rid, "committed", st.Committed, "executed_cmds", st.ExecutedCmds, "replies", st.Replies)
+		return nil
+	case <-r.Done():
+		return r.Err()
+	case err := <-metricsErr:
+		if err != nil {
+			return fmt.Errorf("metrics on %s: %w", metricsAddr, err)
+		}
+		<-ctx.Done()
+		return nil
+	}
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+

@@ -1,0 +1,83 @@
+package replica
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/multipaxos"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/transport"
+)
+
+// NewEngine builds the engine the cluster file names, with its knobs (zero = the engine's
+// default).
+func NewEngine(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error) {
+	if mk, ok := engines[cl.Protocol]; ok {
+		return mk(cl, pc)
+	}
+	return nil, fmt.Errorf("unknown protocol %q", cl.Protocol)
+}
+
+// engines builds an engine per protocol name (one file per protocol).
+var engines = map[string]func(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error){
+	config.MultiPaxos: newMultiPaxos,
+}
+
+func newMultiPaxos(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error) {
+	c := multipaxos.DefaultConfig()
+	c.Config = pc
+	setIf(&c.ElectionTicks, cl.ElectionTicks)
+	setIf(&c.HeartbeatTicks, cl.HeartbeatTicks)
+	setIf(&c.Window, cl.Window)
+	setIf(&c.MaxBatch, cl.Batch)
+	e, err := multipaxos.New(c)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func setIf(dst *int, v int) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+// LatencyRank orders id's peers closest first by the built-in WAN matrix when every site
+// is in it (ties and unknown sites by ID distance), for EPaxos thrifty quorums.
+func LatencyRank(cl *config.Cluster, id protocol.ReplicaID) []protocol.ReplicaID {
+	m := transport.DefaultMatrix()
+	sites := cl.Sites()
+	self := sites[id]
+	rtt := func(p protocol.ReplicaID) float64 {
+		d, err := m.RTT(self, sites[p])
+		if err != nil {
+			return 1e18
+		}
+		return float64(d)
+	}
+	dist := func(p protocol.ReplicaID) int {
+		if p > id {
+			return int(p - id)
+		}
+		return int(id - p)
+	}
+	var peers []protocol.ReplicaID
+	for _, p := range cl.IDs() {
+		if p != id {
+			peers = append(peers, p)
+		}
+	}
+	sort.SliceStable(peers, func(i, j int) bool {
+		a, b := rtt(peers[i]), rtt(peers[j])
+		if a != b {
+			return a < b
+		}
+		if dist(peers[i]) != dist(peers[j]) {
+			return dist(peers[i]) < dist(peers[j])
+		}
+		return peers[i] < peers[j]
+	})
+	return peers
+}

@@ -1,0 +1,119 @@
+package replica
+
+import (
+	"sync"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+// Log is where the runtime makes a Ready's records durable before its messages leave
+// (protocol.Ready, step 1). The runtime calls Append once per Ready with every record of
+// that Ready, then Sync once: one fsync per Ready is the group commit. The file WAL (package
+// wal) implements it; MemLog and DiscardLog are the in-memory stand-ins.
+//
+// Records passed to Append share memory with the engine, which may reuse it after the
+// Ready is advanced: an implementation that keeps records must copy them (an encoding WAL
+// copies by encoding).
+type Log interface {
+	Append(recs []protocol.Record) error
+	Sync() error
+	Close() error
+}
+
+// MemLog keeps deep copies of every record in memory, for tests that restart an engine
+// from what it persisted. Nothing survives the process. Safe for concurrent use.
+type MemLog struct {
+	mu     sync.Mutex
+	recs   []protocol.Record
+	syncs  uint64
+	closed bool
+}
+
+// NewMemLog returns an empty MemLog.
+func NewMemLog() *MemLog { return &MemLog{} }
+
+// Append implements Log.
+func (l *MemLog) Append(recs []protocol.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range recs {
+		r := recs[i]
+		r.Inst = cloneInstance(&recs[i].Inst)
+		l.recs = append(l.recs, r)
+	}
+	return nil
+}
+
+// Sync implements Log.
+func (l *MemLog) Sync() error {
+	l.mu.Lock()
+	l.syncs++
+	l.mu.Unlock()
+	return nil
+}
+
+// Close implements Log. The records stay readable.
+func (l *MemLog) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return nil
+}
+
+// Records returns a copy of every record appended so far, in order (what a WAL would
+// recover), for protocol.Config.Records.
+func (l *MemLog) Records() []protocol.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]protocol.Record(nil), l.recs...)
+}
+
+// Syncs returns how many times Sync was called.
+func (l *MemLog) Syncs() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.syncs
+}
+
+// DiscardLog drops every record: the in-memory log of a long-running replica before the
+// WAL exists, and of --durable=false runs, which must not grow without bound. Nothing
+// survives a restart.
+type DiscardLog struct{}
+
+// Append implements Log.
+func (DiscardLog) Append([]protocol.Record) error { return nil }
+
+// Sync implements Log.
+func (DiscardLog) Sync() error { return nil }
+
+// Close implements Log.
+func (DiscardLog) Close() error { return nil }
+
+func cloneInstance(in *protocol.Instance) protocol.Instance {
+	out := *in
+	if in.Deps != nil {
+		out.Deps = append([]protocol.InstanceID(nil), in.Deps...)
+	}
+	if in.Cmds != nil {
+		out.Cmds = make([]protocol.Command, len(in.Cmds))
+		for i := range in.Cmds {
+			out.Cmds[i] = cloneCommand(&in.Cmds[i])
+		}
+	}
+	return out
+}
+
+func cloneCommand(c *protocol.Command) protocol.Command {
+	out := *c
+	out.Key = cloneBytes(c.Key)
+	out.Value = cloneBytes(c.Value)
+	out.Old = cloneBytes(c.Old)
+	return out
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}

@@ -1,0 +1,295 @@
+package replica
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
+
+// forgetTicks is how long a command may wait here for its commit before the replica
+// forgets it (a client that timed out retries with the same (client, seq), possibly at
+// another replica, and gets its reply there).
+const forgetTicks = 6000 // one minute at the default 10 ms tick
+
+// maxReadyRounds bounds the Ready/Advance rounds per loop iteration, so that a busy engine
+// cannot starve the channels.
+const maxReadyRounds = 4
+
+// run is the event loop: the only goroutine that touches the engine, the executor and the
+// store.
+func (r *Replica) run() {
+	defer close(r.doneC)
+	ticker := time.NewTicker(r.cl.Tick.D())
+	defer ticker.Stop()
+	recv := r.tr.Recv()
+	for {
+		// Block for the next event...
+		select {
+		case <-r.stopC:
+			r.shutdown()
+			return
+		case msgs, ok := <-recv:
+			if !ok {
+				recv = nil
+				continue
+			}
+			r.step(msgs)
+		case <-r.in.signal:
+			r.takeClients()
+		case <-ticker.C:
+			r.tick()
+		}
+		// ...then take everything else already waiting, without blocking, so that one
+		// Ready covers all of it (and all client commands go into one Propose).
+	drain:
+		for {
+			select {
+			case msgs, ok := <-recv:
+				if !ok {
+					recv = nil
+					break drain
+				}
+				r.step(msgs)
+			case <-r.in.signal:
+				r.takeClients()
+			default:
+				break drain
+			}
+		}
+		if len(r.batchCmds) > 0 {
+			r.propose()
+		}
+		if err := r.handleReady(); err != nil {
+			r.err = err
+			r.log.Error("stopping: cannot persist", "err", err)
+			r.shutdown()
+			return
+		}
+	}
+}
+
+func (r *Replica) step(msgs []protocol.Message) {
+	for i := range msgs {
+		r.eng.Step(msgs[i])
+	}
+	// Engines take messages by value and may keep only what their slices point to, which
+	// Release leaves alone: the transport may reuse the batch's slots.
+	if r.rel != nil {
+		r.rel.Release(msgs)
+	}
+}
+
+// takeClients moves queued client commands into the batch for the next Propose and
+// remembers who waits for each.
+func (r *Replica) takeClients() {
+	r.batchCmds, r.batchFrom = r.in.take(r.batchCmds, r.batchFrom)
+}
+
+func (r *Replica) propose() {
+	cmds := r.batchCmds
+	for i := range cmds {
+		c := &cmds[i]
+		r.pending[cmdKey{c.ClientID, c.Seq}] = pendingCmd{to: r.batchFrom[i], tick: r.ticks}
+	}
+	r.stats.proposed.Add(uint64(len(cmds)))
+	r.eng.Propose(cmds)
+	// The engine copied the Command values into its batch; the slice is ours again.
+	clear(r.batchFrom)
+	r.batchCmds = r.batchCmds[:0]
+	r.batchFrom = r.batchFrom[:0]
+}
+
+func (r *Replica) tick() {
+	r.ticks++
+	r.eng.Tick()
+	if r.statsR != nil {
+		es := r.statsR.Stats()
+		r.stats.mu.Lock()
+		r.stats.engine = es
+		r.stats.mu.Unlock()
+	}
+	if r.susp != nil && r.exec.Pending() > 0 {
+		r.suspectBlocked()
+	} else if len(r.blockedSince) > 0 {
+		clear(r.blockedSince)
+	}
+	if r.ticks%forgetTicks == 0 {
+		for k, p := range r.pending {
+			if r.ticks-p.tick >= forgetTicks {
+				delete(r.pending, k)
+			}
+		}
+	}
+}
+
+// suspectBlocked reports to the engine the uncommitted instances that committed ones have
+// waited on for suspectTicks (EPaxos: the executor found a dependency whose leader may be
+// dead; the engine recovers it with Explicit Prepare, SOSP'13 §4.7). An instance still
+// blocked is reported again every suspectTicks.
+func (r *Replica) suspectBlocked() {
+	blocked := r.exec.Blocked()
+	r.suspects = r.suspects[:0]
+	seen := make(map[protocol.InstanceID]struct{}, len(blocked))
+	for _, id := range blocked {
+		seen[id] = struct{}{}
+		since, ok := r.blockedSince[id]
+		if !ok {
+			r.blockedSince[id] = r.ticks
+			continue
+		}
+		if r.ticks-since >= r.suspectTicks {
+			r.suspects = append(r.suspects, id)
+			r.blockedSince[id] = r.ticks
+		}
+	}
+	for id := range r.blockedSince {
+		if _, ok := seen[id]; !ok {
+			delete(r.blockedSince, id)
+		}
+	}
+	if len(r.suspects) > 0 {
+		r.log.Debug("suspecting blocked instances", "n", len(r.suspects), "first", r.suspects[0])
+		r.stats.suspected.Add(uint64(len(r.suspects)))
+		r.susp.Suspect(r.suspects)
+	}
+}
+
+// handleReady does what the engine asks, in the order protocol.Ready prescribes.
+func (r *Replica) handleReady() error {
+	for round := 0; round < maxReadyRounds; round++ {
+		rd := r.eng.Ready()
+		if rd.IsEmpty() {
+			return nil
+		}
+		r.stats.readys.Add(1)
+		r.now = time.Now()
+		if rd.Leader != r.leader {
+			r.leader = rd.Leader
+			r.leaderSeen.Store(uint32(rd.Leader))
+			r.log.Info("leader changed", "leader", rd.Leader)
+		}
+		// 1. Durable before anything leaves: one Append and one Sync for the whole Ready.
+		if len(rd.Persist) > 0 {
+			if err := r.wal.Append(rd.Persist); err != nil {
+				return fmt.Errorf("log append: %w", err)
+			}
+			if err := r.wal.Sync(); err != nil {
+				return fmt.Errorf("log sync: %w", err)
+			}
+			r.stats.syncs.Add(1)
+			r.stats.records.Add(uint64(len(rd.Persist)))
+		}
+		// 2. Messages.
+		for i := range rd.Messages {
+			r.tr.Send(rd.Messages[i])
+		}
+		r.stats.messages.Add(uint64(len(rd.Messages)))
+		// 3. Committed instances to the executor; execute what is executable.
+		if len(rd.Committed) > 0 {
+			ncmds := 0
+			for i := range rd.Committed {
+				inst := &rd.Committed[i]
+				ncmds += len(inst.Cmds)
+				if r.replyCommit {
+					r.replyAtCommit(inst)
+				}
+				r.exec.Add(*inst)
+			}
+			r.stats.committed.Add(uint64(len(rd.Committed)))
+			r.stats.committedCmds.Add(uint64(ncmds))
+			r.exec.Execute()
+			// Remember the commit time of what must wait for dependencies, for
+			// Reply.ExecDelayMicros.
+			for i := range rd.Committed {
+				id := rd.Committed[i].ID
+				if !r.exec.Executed(id) {
+					if _, ok := r.commitAt[id]; !ok {
+						r.commitAt[id] = r.now
+					}
+				}
+			}
+		}
+		// 4. Redirects.
+		for i := range rd.Redirect {
+			c := &rd.Redirect[i]
+			k := cmdKey{c.ClientID, c.Seq}
+			if p, ok := r.pending[k]; ok {
+				delete(r.pending, k)
+				p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect, Leader: rd.Leader})
+				r.stats.redirects.Add(1)
+			}
+		}
+		// 5. Done.
+		r.eng.Advance(rd)
+	}
+	return nil
+}
+
+// replyAtCommit answers blind writes of inst waiting here (reply_on_commit). The store
+// still applies them at execution; their reply there finds no pending entry.
+func (r *Replica) replyAtCommit(inst *protocol.Instance) {
+	for i := range inst.Cmds {
+		c := &inst.Cmds[i]
+		if c.Op != protocol.OpPut {
+			continue
+		}
+		k := cmdKey{c.ClientID, c.Seq}
+		if p, ok := r.pending[k]; ok {
+			delete(r.pending, k)
+			p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultOK})
+			r.stats.replies.Add(1)
+		}
+	}
+}
+
+// apply is the executor's callback: it applies each command of an executed instance to
+// the store and answers the client waiting here, if any.
+func (r *Replica) apply(inst *protocol.Instance) {
+	var delay uint32
+	if len(r.commitAt) > 0 {
+		if t, ok := r.commitAt[inst.ID]; ok {
+			delete(r.commitAt, inst.ID)
+			if d := r.now.Sub(t).Microseconds(); d > 0 {
+				delay = uint32(min(d, 1<<32-1))
+			}
+		}
+	}
+	replies := uint64(0)
+	for i := range inst.Cmds {
+		c := &inst.Cmds[i]
+		rep := r.store.Apply(c)
+		if c.Op == protocol.OpNoop {
+			continue
+		}
+		k := cmdKey{c.ClientID, c.Seq}
+		if p, ok := r.pending[k]; ok {
+			delete(r.pending, k)
+			rep.ClientID, rep.Seq = c.ClientID, c.Seq
+			rep.ExecDelayMicros = delay
+			p.to.Reply(rep)
+			replies++
+		}
+	}
+	r.stats.executed.Add(1)
+	r.stats.executedCmds.Add(uint64(len(inst.Cmds)))
+	if replies > 0 {
+		r.stats.replies.Add(replies)
+	}
+}
+
+// shutdown answers every command still waiting here with a redirect to any other replica
+// (protocol.ResultRedirect, Leader 0), so that clients retry elsewhere at once instead of
+// waiting for a timeout. A command that did commit executes once anyway: the retry
+// carries the same (client, seq).
+func (r *Replica) shutdown() {
+	for k, p := range r.pending {
+		p.to.Reply(protocol.Reply{ClientID: k.client, Seq: k.seq, Result: protocol.ResultRedirect})
+	}
+	clear(r.pending)
+	// Commands still in the inbox were never proposed.
+	cmds, from := r.in.take(nil, nil)
+	for i := range cmds {
+		from[i].Reply(protocol.Reply{ClientID: cmds[i].ClientID, Seq: cmds[i].Seq, Result: protocol.ResultRedirect})
+	}
+}

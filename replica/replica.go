@@ -1,0 +1,356 @@
+// Package replica is Parliament's runtime: the only layer with goroutines and I/O between
+// a replication engine (epaxos, multipaxos) and the world. One event loop per replica takes
+// peer messages, client requests and ticks, calls the engine, and for each Ready persists
+// its records (one Sync per Ready: group commit), sends its messages, hands committed
+// instances to the executor, applies executed commands to the key-value store and answers
+// the clients waiting at this replica (protocol.Ready documents the order).
+//
+// Batching adapts to load and never waits on a timer: every client request queued while
+// the loop handled the previous Ready goes into one Propose call, which the engines turn
+// into one instance or slot.
+//
+// Replies: the replica that received a client's command answers it, after executing it
+// (every replica executes every command; the others only apply it). With the cluster's
+// reply_on_commit option, blind writes are answered when they commit.
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/executor"
+	"github.com/parliament-lab/parliament/kv"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/transport"
+)
+
+// Replier receives the reply to a client command. transport.ServerConn implements it;
+// in-process callers (tests, benchmarks) pass their own. Reply is called from the
+// replica's event loop and must not block.
+type Replier interface {
+	Reply(r protocol.Reply)
+}
+
+// Options configures one replica.
+type Options struct {
+	// Cluster is the validated cluster file; ID names this replica in it.
+	Cluster *config.Cluster
+	ID      protocol.ReplicaID
+	// Log persists engine records. nil = DiscardLog (nothing survives a restart).
+	Log Log
+	// Records are what Log recovered from a previous run; the engine is rebuilt from them.
+	Records []protocol.Record
+	// Transport overrides the TCP transport built from the cluster file (an in-memory or
+	// WAN-wrapped one). The replica owns it and closes it on Stop. Clients can reach a
+	// replica with an overridden transport only through Submit.
+	Transport transport.Transport
+	// Listen overrides the address the TCP transport listens on (e.g. "127.0.0.1:0" when
+	// the test picks ports late); "" = the replica's address in Cluster.
+	Listen string
+	// NewEngine overrides engine construction (tests); nil = the engine the cluster's
+	// protocol names, configured from the cluster file.
+	NewEngine func(cfg protocol.Config) (protocol.Engine, error)
+	// Seed feeds the engine's randomness (election jitter); 0 = derived from the cluster
+	// ID and the replica ID, so runs are reproducible.
+	Seed int64
+	// SuspectTicks is how many ticks an uncommitted dependency may block execution before
+	// the engine is asked to recover it (protocol.Suspecter); 0 = 2 × recovery_ticks, or
+	// 20 when that is unset.
+	SuspectTicks int
+	// Logger receives the runtime's logs; nil = discard.
+	Logger *slog.Logger
+}
+
+// Stats are the counters of one replica (for benchmarks and metrics).
+type Stats struct {
+	Proposed      uint64 // client commands received here and handed to the engine
+	Committed     uint64 // instances or slots committed (seen in Ready.Committed)
+	CommittedCmds uint64 // commands in those instances
+	Executed      uint64 // instances executed
+	ExecutedCmds  uint64 // commands applied to the store
+	Replies       uint64 // replies sent to clients of this replica
+	Redirects     uint64 // commands answered with a redirect
+	Readys        uint64 // non-empty Readys handled
+	Syncs         uint64 // Log.Sync calls (fsyncs when the log is durable)
+	Records       uint64 // records persisted
+	Messages      uint64 // messages sent
+	Suspected     uint64 // instances reported to the engine's Suspect
+	Engine        protocol.Stats
+}
+
+// ErrStopped is returned by operations on a stopped replica.
+var ErrStopped = errors.New("replica: stopped")
+
+// cmdKey identifies a client command.
+type cmdKey struct{ client, seq uint64 }
+
+// pendingCmd is a command received here whose reply is owed to a client.
+type pendingCmd struct {
+	to   Replier
+	tick uint64 // when it arrived, to forget commands that never commit (lost, client gone)
+}
+
+// Replica is one running replica.
+type Replica struct {
+	id     protocol.ReplicaID
+	cl     *config.Cluster
+	log    *slog.Logger
+	eng    protocol.Engine
+	susp   protocol.Suspecter // nil when the engine cannot recover on request
+	statsR protocol.StatsReporter
+	tr     transport.Transport
+	tcp    *transport.TCP // nil when Transport was overridden
+	rel    transport.Releaser
+	wal    Log
+	exec   *executor.Executor
+	store  *kv.Store
+
+	in inbox // client requests, filled by connection goroutines
+
+	stopC    chan struct{}
+	doneC    chan struct{}
+	stopOnce sync.Once
+
+	// Event-loop state (touched only by the loop goroutine).
+	pending      map[cmdKey]pendingCmd
+	ticks        uint64
+	now          time.Time
+	commitAt     map[protocol.InstanceID]time.Time // committed, not yet executed
+	blockedSince map[protocol.InstanceID]uint64
+	suspectTicks uint64
+	replyCommit  bool
+	batchCmds    []protocol.Command // commands taken from the inbox for one Propose
+	batchFrom    []Replier
+	suspects     []protocol.InstanceID
+	err          error // first fatal error (log failure)
+	leader       protocol.ReplicaID
+	leaderSeen   atomic.Uint32
+
+	stats struct {
+		proposed, committed, committedCmds, executed, executedCmds atomic.Uint64
+		replies, redirects, readys, syncs, records, messages       atomic.Uint64
+		suspected                                                  atomic.Uint64
+		mu                                                         sync.Mutex
+		engine                                                     protocol.Stats
+	}
+}
+
+// Start builds the engine, the executor, the store and the transport, and starts the event
+// loop.
+func Start(opts Options) (*Replica, error) {
+	if opts.Cluster == nil {
+		return nil, errors.New("replica: Options.Cluster is nil")
+	}
+	cl := opts.Cluster
+	if err := cl.Validate(); err != nil {
+		return nil, err
+	}
+	self, ok := cl.Lookup(opts.ID)
+	if !ok {
+		return nil, fmt.Errorf("replica: id %d is not in the cluster file (ids 1..%d)", opts.ID, len(cl.Replicas))
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	base := logger // the transport adds the replica ID itself
+	logger = logger.With("replica", opts.ID)
+	r := &Replica{
+		id:           opts.ID,
+		cl:           cl,
+		log:          logger,
+		wal:          opts.Log,
+		store:        kv.New(),
+		stopC:        make(chan struct{}),
+		doneC:        make(chan struct{}),
+		pending:      make(map[cmdKey]pendingCmd),
+		commitAt:     make(map[protocol.InstanceID]time.Time),
+		blockedSince: make(map[protocol.InstanceID]uint64),
+		replyCommit:  cl.ReplyOnCommit,
+	}
+	r.in.signal = make(chan struct{}, 1)
+	if r.wal == nil {
+		r.wal = DiscardLog{}
+	}
+	r.suspectTicks = uint64(opts.SuspectTicks)
+	if r.suspectTicks == 0 {
+		r.suspectTicks = 20
+		if cl.RecoveryTicks > 0 {
+			r.suspectTicks = 2 * uint64(cl.RecoveryTicks)
+		}
+	}
+	r.exec = executor.New(executor.Config{Apply: r.apply})
+
+	seed := opts.Seed
+	if seed == 0 {
+		seed = int64(cl.ClusterID ^ uint64(opts.ID)*0x9E3779B97F4A7C15)
+	}
+	pcfg := protocol.Config{ID: opts.ID, Replicas: cl.IDs(), Seed: seed, Records: opts.Records, Logger: logger}
+	newEngine := opts.NewEngine
+	if newEngine == nil {
+		newEngine = func(pc protocol.Config) (protocol.Engine, error) { return NewEngine(cl, pc) }
+	}
+	eng, err := newEngine(pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
+	}
+	r.eng = eng
+	r.susp, _ = eng.(protocol.Suspecter)
+	r.statsR, _ = eng.(protocol.StatsReporter)
+
+	if opts.Transport != nil {
+		r.tr = opts.Transport
+	} else {
+		listen := opts.Listen
+		if listen == "" {
+			listen = self.Address
+		}
+		tcp, err := transport.NewTCP(transport.Config{
+			ID:        opts.ID,
+			ClusterID: cl.ClusterID,
+			Listen:    listen,
+			Peers:     cl.Addresses(),
+			Secret:    secretBytes(cl.Secret),
+			Compress:  cl.Compress,
+			Logger:    base,
+			OnClient:  r.onClient,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
+		}
+		r.tcp = tcp
+		r.tr = tcp
+	}
+	r.rel, _ = r.tr.(transport.Releaser)
+	go r.run()
+	return r, nil
+}
+
+func secretBytes(s string) []byte {
+	if s == "" {
+		return nil
+	}
+	return []byte(s)
+}
+
+// ID returns the replica's ID.
+func (r *Replica) ID() protocol.ReplicaID { return r.id }
+
+// Addr returns the address the TCP transport listens on, or "" when the transport was
+// overridden.
+func (r *Replica) Addr() string {
+	if r.tcp == nil {
+		return ""
+	}
+	return r.tcp.Addr().String()
+}
+
+// Stop stops the event loop, answers the commands still waiting here with an error,
+// closes the transport and the log, and waits for every goroutine. Safe to call twice.
+func (r *Replica) Stop() {
+	r.stopOnce.Do(func() {
+		close(r.stopC)
+		<-r.doneC
+		r.tr.Close()
+		if err := r.wal.Close(); err != nil {
+			r.log.Error("closing log", "err", err)
+		}
+	})
+}
+
+// Done is closed when the event loop has stopped (by Stop or by a fatal error).
+func (r *Replica) Done() <-chan struct{} { return r.doneC }
+
+// Err returns the fatal error that stopped the loop, if any. Valid after Done is closed.
+func (r *Replica) Err() error {
+	select {
+	case <-r.doneC:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Submit hands client commands to the replica as if they had arrived on a connection;
+// to receives each command's reply. Commands must carry distinct (ClientID, Seq) pairs
+// and must not be modified afterwards. Safe for concurrent use.
+func (r *Replica) Submit(cmds []protocol.Command, to Replier) {
+	r.in.push(cmds, to)
+}
+
+// Leader returns the leader this replica last heard of (Multi-Paxos; 0 when unknown or
+// leaderless). Safe for concurrent use.
+func (r *Replica) Leader() protocol.ReplicaID { return protocol.ReplicaID(r.leaderSeen.Load()) }
+
+// Stats returns the replica's counters. Safe for concurrent use.
+func (r *Replica) Stats() Stats {
+	s := &r.stats
+	out := Stats{
+		Proposed: s.proposed.Load(), Committed: s.committed.Load(), CommittedCmds: s.committedCmds.Load(),
+		Executed: s.executed.Load(), ExecutedCmds: s.executedCmds.Load(), Replies: s.replies.Load(),
+		Redirects: s.redirects.Load(), Readys: s.readys.Load(), Syncs: s.syncs.Load(),
+		Records: s.records.Load(), Messages: s.messages.Load(), Suspected: s.suspected.Load(),
+	}
+	s.mu.Lock()
+	out.Engine = s.engine
+	s.mu.Unlock()
+	return out
+}
+
+// Store returns the replica's key-value store. Read it only after Stop (the event loop
+// owns it while running).
+func (r *Replica) Store() *kv.Store { return r.store }
+
+// onClient is called by the TCP transport for every authenticated client connection.
+func (r *Replica) onClient(c *transport.ServerConn) {
+	c.SetHandler(func(cmds []protocol.Command) { r.in.push(cmds, c) })
+}
+
+// inbox is the queue between connection goroutines and the event loop: a mutex-guarded
+// slice plus a one-slot signal channel, so that producers never block on the loop and the
+// loop takes everything queued in one swap (one Propose per loop iteration).
+type inbox struct {
+	mu     sync.Mutex
+	cmds   []protocol.Command
+	from   []Replier
+	signal chan struct{}
+}
+
+func (q *inbox) push(cmds []protocol.Command, to Replier) {
+	if len(cmds) == 0 {
+		return
+	}
+	q.mu.Lock()
+	wake := len(q.cmds) == 0
+	q.cmds = append(q.cmds, cmds...)
+	for range cmds {
+		q.from = append(q.from, to)
+	}
+	q.mu.Unlock()
+	if wake {
+		select {
+		case q.signal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take appends everything queued to cmds and from and empties the queue. The queue's
+// backing arrays are kept: the engine keeps the Command values (copied by Propose into its
+// batch), not the slice.
+func (q *inbox) take(cmds []protocol.Command, from []Replier) ([]protocol.Command, []Replier) {
+	q.mu.Lock()
+	cmds = append(cmds, q.cmds...)
+	from = append(from, q.from...)
+	clear(q.cmds)
+	clear(q.from)
+	q.cmds = q.cmds[:0]
+	q.from = q.from[:0]
+	q.mu.Unlock()
+	return cmds, from
+}
