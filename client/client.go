@@ -109,11 +109,11 @@ type Client struct {
 	lastReply time.Time
 	redirects int // leaderless redirects in a row
 	closed    bool
-	switchTo  protocol.ReplicaID // replica a redirect asked for, 0 = none
+	switchTo  protocol.ReplicaID      // replica a redirect asked for, 0 = none
 	dead      []*transport.ClientConn // abandoned connections for the manager to close
 	delayed   []uint64                // redirected commands waiting for their backoff
 	doneBuf   []completion
-	kick      chan struct{}      // wakes the manager (broken connection, redirect)
+	kick      chan struct{} // wakes the manager (broken connection, redirect)
 	opPool    sync.Pool
 }
 

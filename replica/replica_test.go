@@ -93,7 +93,9 @@ type waiter struct {
 	cond chan struct{}
 }
 
-func newWaiter() *waiter { return &waiter{got: map[uint64]protocol.Reply{}, cond: make(chan struct{}, 1)} }
+func newWaiter() *waiter {
+	return &waiter{got: map[uint64]protocol.Reply{}, cond: make(chan struct{}, 1)}
+}
 
 func (w *waiter) Reply(r protocol.Reply) {
 	w.mu.Lock()
