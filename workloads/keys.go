@@ -26,7 +26,7 @@ type Spec struct {
 	// client's commands (EPaxos paper §6.2: "c% of the commands target the same key").
 	ConflictPct float64
 	// PrivateKeys: with DistConflict, how many private keys each client cycles through
-	// (default 1<<16). Cycling bounds the store's size while keeping a client's pipelined
+	// (default 1024). Cycling bounds the store's size while keeping a client's pipelined
 	// commands apart from each other.
 	PrivateKeys int
 	// Keys is the key-space size for DistUniform and DistZipf (default 1<<20).
@@ -46,7 +46,7 @@ func (s Spec) Defaults() Spec {
 		s.Distribution = DistConflict
 	}
 	if s.PrivateKeys <= 0 {
-		s.PrivateKeys = 1 << 16
+		s.PrivateKeys = 1024
 	}
 	if s.Keys <= 0 {
 		s.Keys = 1 << 20
