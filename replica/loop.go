@@ -88,9 +88,13 @@ func (r *Replica) takeClients() {
 
 func (r *Replica) propose() {
 	cmds := r.batchCmds
-	for i := range cmds {
-		c := &cmds[i]
-		r.pending[cmdKey{c.ClientID, c.Seq}] = pendingCmd{to: r.batchFrom[i], tick: r.ticks}
+	i := 0
+	for _, run := range r.batchFrom {
+		p := pendingCmd{to: run.to, tick: r.ticks}
+		for _, c := range cmds[i : i+run.n] {
+			r.pending.add(c.ClientID, c.Seq, p)
+		}
+		i += run.n
 	}
 	r.stats.proposed.Add(uint64(len(cmds)))
 	r.eng.Propose(cmds)
@@ -115,11 +119,7 @@ func (r *Replica) tick() {
 		clear(r.blockedSince)
 	}
 	if r.ticks%forgetTicks == 0 {
-		for k, p := range r.pending {
-			if r.ticks-p.tick >= forgetTicks {
-				delete(r.pending, k)
-			}
-		}
+		r.pending.sweep(r.ticks, forgetTicks)
 	}
 }
 
@@ -213,9 +213,7 @@ func (r *Replica) handleReady() error {
 		// 4. Redirects.
 		for i := range rd.Redirect {
 			c := &rd.Redirect[i]
-			k := cmdKey{c.ClientID, c.Seq}
-			if p, ok := r.pending[k]; ok {
-				delete(r.pending, k)
+			if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
 				p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect, Leader: rd.Leader})
 				r.stats.redirects.Add(1)
 			}
@@ -234,9 +232,7 @@ func (r *Replica) replyAtCommit(inst *protocol.Instance) {
 		if c.Op != protocol.OpPut {
 			continue
 		}
-		k := cmdKey{c.ClientID, c.Seq}
-		if p, ok := r.pending[k]; ok {
-			delete(r.pending, k)
+		if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
 			p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultOK})
 			r.stats.replies.Add(1)
 		}
@@ -262,9 +258,7 @@ func (r *Replica) apply(inst *protocol.Instance) {
 		if c.Op == protocol.OpNoop {
 			continue
 		}
-		k := cmdKey{c.ClientID, c.Seq}
-		if p, ok := r.pending[k]; ok {
-			delete(r.pending, k)
+		if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
 			rep.ClientID, rep.Seq = c.ClientID, c.Seq
 			rep.ExecDelayMicros = delay
 			p.to.Reply(rep)
@@ -283,13 +277,16 @@ func (r *Replica) apply(inst *protocol.Instance) {
 // waiting for a timeout. A command that did commit executes once anyway: the retry
 // carries the same (client, seq).
 func (r *Replica) shutdown() {
-	for k, p := range r.pending {
-		p.to.Reply(protocol.Reply{ClientID: k.client, Seq: k.seq, Result: protocol.ResultRedirect})
-	}
-	clear(r.pending)
+	r.pending.drain(func(client, seq uint64, p pendingCmd) {
+		p.to.Reply(protocol.Reply{ClientID: client, Seq: seq, Result: protocol.ResultRedirect})
+	})
 	// Commands still in the inbox were never proposed.
 	cmds, from := r.in.take(nil, nil)
-	for i := range cmds {
-		from[i].Reply(protocol.Reply{ClientID: cmds[i].ClientID, Seq: cmds[i].Seq, Result: protocol.ResultRedirect})
+	i := 0
+	for _, run := range from {
+		for _, c := range cmds[i : i+run.n] {
+			run.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect})
+		}
+		i += run.n
 	}
 }

@@ -86,9 +86,6 @@ type Stats struct {
 // ErrStopped is returned by operations on a stopped replica.
 var ErrStopped = errors.New("replica: stopped")
 
-// cmdKey identifies a client command.
-type cmdKey struct{ client, seq uint64 }
-
 // pendingCmd is a command received here whose reply is owed to a client.
 type pendingCmd struct {
 	to   Replier
@@ -117,7 +114,7 @@ type Replica struct {
 	stopOnce sync.Once
 
 	// Event-loop state (touched only by the loop goroutine).
-	pending      map[cmdKey]pendingCmd
+	pending      pendingTable
 	ticks        uint64
 	now          time.Time
 	commitAt     map[protocol.InstanceID]time.Time // committed, not yet executed
@@ -125,7 +122,7 @@ type Replica struct {
 	suspectTicks uint64
 	replyCommit  bool
 	batchCmds    []protocol.Command // commands taken from the inbox for one Propose
-	batchFrom    []Replier
+	batchFrom    []fromRun
 	suspects     []protocol.InstanceID
 	err          error // first fatal error (log failure)
 	leader       protocol.ReplicaID
@@ -168,7 +165,7 @@ func Start(opts Options) (*Replica, error) {
 		store:        kv.New(),
 		stopC:        make(chan struct{}),
 		doneC:        make(chan struct{}),
-		pending:      make(map[cmdKey]pendingCmd),
+		pending:      newPendingTable(),
 		commitAt:     make(map[protocol.InstanceID]time.Time),
 		blockedSince: make(map[protocol.InstanceID]uint64),
 		replyCommit:  cl.ReplyOnCommit,
@@ -277,8 +274,9 @@ func (r *Replica) Err() error {
 }
 
 // Submit hands client commands to the replica as if they had arrived on a connection;
-// to receives each command's reply. Commands must carry distinct (ClientID, Seq) pairs
-// and must not be modified afterwards. Safe for concurrent use.
+// to receives each command's reply; it must be comparable (a pointer, typically).
+// Commands must carry distinct (ClientID, Seq) pairs and must not be modified afterwards.
+// Safe for concurrent use.
 func (r *Replica) Submit(cmds []protocol.Command, to Replier) {
 	r.in.push(cmds, to)
 }
@@ -317,8 +315,14 @@ func (r *Replica) onClient(c *transport.ServerConn) {
 type inbox struct {
 	mu     sync.Mutex
 	cmds   []protocol.Command
-	from   []Replier
+	from   []fromRun // who sent cmds, run-length encoded (a batch comes from one sender)
 	signal chan struct{}
+}
+
+// fromRun says that the next n commands came from to.
+type fromRun struct {
+	to Replier
+	n  int
 }
 
 func (q *inbox) push(cmds []protocol.Command, to Replier) {
@@ -328,9 +332,7 @@ func (q *inbox) push(cmds []protocol.Command, to Replier) {
 	q.mu.Lock()
 	wake := len(q.cmds) == 0
 	q.cmds = append(q.cmds, cmds...)
-	for range cmds {
-		q.from = append(q.from, to)
-	}
+	q.from = appendRun(q.from, to, len(cmds))
 	q.mu.Unlock()
 	if wake {
 		select {
@@ -340,13 +342,23 @@ func (q *inbox) push(cmds []protocol.Command, to Replier) {
 	}
 }
 
+func appendRun(runs []fromRun, to Replier, n int) []fromRun {
+	if k := len(runs); k > 0 && runs[k-1].to == to {
+		runs[k-1].n += n
+		return runs
+	}
+	return append(runs, fromRun{to, n})
+}
+
 // take appends everything queued to cmds and from and empties the queue. The queue's
-// backing arrays are kept: the engine keeps the Command values (copied by Propose into its
-// batch), not the slice.
-func (q *inbox) take(cmds []protocol.Command, from []Replier) ([]protocol.Command, []Replier) {
+// backing arrays are kept: the engine keeps the Command values (Propose copies them into
+// its batch), not the slice.
+func (q *inbox) take(cmds []protocol.Command, from []fromRun) ([]protocol.Command, []fromRun) {
 	q.mu.Lock()
 	cmds = append(cmds, q.cmds...)
-	from = append(from, q.from...)
+	for _, r := range q.from {
+		from = appendRun(from, r.to, r.n)
+	}
 	clear(q.cmds)
 	clear(q.from)
 	q.cmds = q.cmds[:0]
