@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parliament-lab/parliament/protocol"
 )
@@ -46,12 +47,28 @@ type Replica struct {
 	stats struct {
 		proposed, committed, fast, slow, recoveries, elections atomic.Uint64
 	}
-	commitLat, execLat, fsyncLat prometheus.Histogram
-	executed, fsyncs, fsyncRecs  prometheus.Counter
-	queues                       *prometheus.GaugeVec
+	// Runtime counters: incremented by the Observe methods or raised to a snapshot by
+	// SetRuntimeStats, whichever the caller uses.
+	executed, fsyncs, fsyncRecs, messages, replies, redirects atomic.Uint64
+	commitLat, execLat, fsyncLat                              prometheus.Histogram
+	queues                                                    *prometheus.GaugeVec
 
 	queueMu   sync.Mutex
 	queueSeen map[string]prometheus.Gauge
+
+	hookMu sync.Mutex
+	hooks  []func()
+}
+
+// RuntimeStats are cumulative counters of the runtime (replica.Stats has them all), for
+// callers that publish snapshots instead of calling the Observe methods.
+type RuntimeStats struct {
+	ExecutedCmds uint64 // commands applied to the store
+	Syncs        uint64 // log fsyncs (group commits)
+	Records      uint64 // records made durable
+	Messages     uint64 // peer messages sent
+	Replies      uint64 // replies sent to clients
+	Redirects    uint64 // commands answered with a redirect
 }
 
 // New returns the collector of replica id running protocol ("epaxos" or "multipaxos");
@@ -70,15 +87,9 @@ func New(protocolName string, id protocol.ReplicaID) *Replica {
 			Namespace: Namespace, Name: name, Help: help, ConstLabels: labels, Buckets: latencyBuckets,
 		})
 	}
-	counter := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help, ConstLabels: labels})
-	}
 	m.commitLat = hist("commit_latency_seconds", "Time from a command's arrival at this replica to its commit.")
 	m.execLat = hist("exec_latency_seconds", "Time from a command's arrival at this replica to its execution.")
 	m.fsyncLat = hist("fsync_seconds", "Duration of one write-ahead-log group commit (write + fsync).")
-	m.executed = counter("executed_total", "Commands executed by this replica's state machine.")
-	m.fsyncs = counter("fsyncs_total", "Write-ahead-log fsyncs (one per group commit).")
-	m.fsyncRecs = counter("fsync_records_total", "Records made durable by those fsyncs.")
 	m.queues = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "queue_depth", Help: "Items waiting in one of the runtime's queues.", ConstLabels: labels,
 	}, []string{"queue"})
@@ -89,7 +100,13 @@ func New(protocolName string, id protocol.ReplicaID) *Replica {
 		counterFunc("slow_path_total", "EPaxos instances led here that needed the Accept phase.", &m.stats.slow),
 		counterFunc("recoveries_total", "EPaxos explicit-prepare recoveries or Multi-Paxos elections started here.", &m.stats.recoveries),
 		counterFunc("elections_total", "Multi-Paxos: times this replica became leader.", &m.stats.elections),
-		m.commitLat, m.execLat, m.fsyncLat, m.executed, m.fsyncs, m.fsyncRecs, m.queues,
+		counterFunc("executed_total", "Commands executed by this replica's state machine.", &m.executed),
+		counterFunc("fsyncs_total", "Write-ahead-log fsyncs (one per group commit).", &m.fsyncs),
+		counterFunc("fsync_records_total", "Records made durable by those fsyncs.", &m.fsyncRecs),
+		counterFunc("messages_sent_total", "Messages sent to peers.", &m.messages),
+		counterFunc("replies_total", "Replies sent to clients of this replica.", &m.replies),
+		counterFunc("redirects_total", "Client commands answered with a redirect.", &m.redirects),
+		m.commitLat, m.execLat, m.fsyncLat, m.queues,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -116,15 +133,41 @@ func (m *Replica) ObserveCommit(d time.Duration) { m.commitLat.Observe(d.Seconds
 
 // ObserveExec records one executed command and its execution latency at this replica.
 func (m *Replica) ObserveExec(d time.Duration) {
-	m.executed.Inc()
+	m.executed.Add(1)
 	m.execLat.Observe(d.Seconds())
 }
 
 // ObserveFsync records one group commit that made records durable in d.
 func (m *Replica) ObserveFsync(d time.Duration, records int) {
-	m.fsyncs.Inc()
-	m.fsyncRecs.Add(float64(records))
+	m.fsyncs.Add(1)
+	m.fsyncRecs.Add(uint64(records))
 	m.fsyncLat.Observe(d.Seconds())
+}
+
+// SetRuntimeStats publishes a snapshot of the runtime's cumulative counters. A counter
+// never goes down: each is raised to the snapshot's value if that is higher.
+func (m *Replica) SetRuntimeStats(s RuntimeStats) {
+	raise := func(a *atomic.Uint64, v uint64) {
+		for {
+			cur := a.Load()
+			if v <= cur || a.CompareAndSwap(cur, v) {
+				return
+			}
+		}
+	}
+	raise(&m.executed, s.ExecutedCmds)
+	raise(&m.fsyncs, s.Syncs)
+	raise(&m.fsyncRecs, s.Records)
+	raise(&m.messages, s.Messages)
+	raise(&m.replies, s.Replies)
+	raise(&m.redirects, s.Redirects)
+}
+
+// OnScrape registers f to run before every scrape (to refresh snapshots).
+func (m *Replica) OnScrape(f func()) {
+	m.hookMu.Lock()
+	m.hooks = append(m.hooks, f)
+	m.hookMu.Unlock()
 }
 
 // SetQueueDepth publishes the current length of a named queue (see the Queue constants).
@@ -141,7 +184,16 @@ func (m *Replica) SetQueueDepth(queue string, n int) {
 
 // Handler serves the metrics in the Prometheus exposition format.
 func (m *Replica) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+	g := prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		m.hookMu.Lock()
+		hooks := append([]func(){}, m.hooks...)
+		m.hookMu.Unlock()
+		for _, f := range hooks {
+			f()
+		}
+		return m.reg.Gather()
+	})
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{Registry: m.reg})
 }
 
 // Server is a running /metrics endpoint.

@@ -1,0 +1,353 @@
+package bench
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/epaxos"
+	"github.com/parliament-lab/parliament/multipaxos"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/replica"
+	"github.com/parliament-lab/parliament/transport"
+	"github.com/parliament-lab/parliament/wal"
+	"github.com/parliament-lab/parliament/wire"
+	"github.com/parliament-lab/parliament/workloads"
+)
+
+// cluster is an in-process cluster: one replica.Replica per site, each on its own TCP
+// transport on loopback, wrapped in the WAN emulator (transport.NewWAN) so that every
+// replica-to-replica message is delayed by the one-way latency of its site pair, and in a
+// counting wrapper that measures messages and bytes.
+type cluster struct {
+	cl       *config.Cluster
+	matrix   *workloads.Matrix // nil = no WAN
+	sites    []string          // sites[i] is the site of replica i+1
+	replicas []*replica.Replica
+	counters []*countingTransport
+	down     []atomic.Bool
+	leaders  []atomic.Uint32 // Multi-Paxos: the leader each replica believes in (0 = none)
+	dataDir  string          // durable runs: the WAL directories live here
+	stopOnce sync.Once
+}
+
+// clusterOptions are the knobs of an in-process cluster.
+type clusterOptions struct {
+	protocol string
+	n        int
+	matrix   *workloads.Matrix // already sized for n replicas (ForReplicas); nil = no WAN
+	leader   string            // Multi-Paxos preferred leader site ("" = first site)
+	durable  bool
+	seed     int64
+	tick     time.Duration
+	// electionTicks for Multi-Paxos (0 = engine default).
+	electionTicks int
+	logger        *slog.Logger
+}
+
+// startCluster starts the replicas and waits until they can serve (Multi-Paxos: the
+// preferred leader is elected).
+func startCluster(o clusterOptions) (*cluster, error) {
+	c := &cluster{matrix: o.matrix, sites: workloads.PlaceReplicas(o.matrix, o.n)}
+	c.down = make([]atomic.Bool, o.n)
+	c.leaders = make([]atomic.Uint32, o.n)
+	cl := &config.Cluster{ClusterID: uint64(o.seed)*2654435761 | 1, Protocol: o.protocol, Tick: config.Duration(o.tick),
+		ElectionTicks: o.electionTicks, Durable: &o.durable}
+	addrs, err := freeAddrs(o.n)
+	if err != nil {
+		return nil, err
+	}
+	for i := range o.n {
+		cl.Replicas = append(cl.Replicas, config.Replica{ID: protocol.ReplicaID(i + 1), Address: addrs[i], Site: c.sites[i]})
+	}
+	if o.durable {
+		dir, err := os.MkdirTemp("", "parliament-bench-")
+		if err != nil {
+			return nil, err
+		}
+		c.dataDir = dir
+		cl.DataDir = dir
+	}
+	cl.SetDefaults()
+	if err := cl.Validate(); err != nil {
+		return nil, err
+	}
+	c.cl = cl
+	leaderID := protocol.ReplicaID(1)
+	if o.leader != "" {
+		leaderID = 0
+		for i, s := range c.sites {
+			if s == o.leader {
+				leaderID = protocol.ReplicaID(i + 1)
+				break
+			}
+		}
+		if leaderID == 0 {
+			return nil, fmt.Errorf("bench: leader site %q is not one of the replicas' sites %v", o.leader, c.sites)
+		}
+	}
+	var tm *transport.Matrix
+	if o.matrix != nil {
+		tm = &transport.Matrix{Sites: o.matrix.Sites, RTTMillis: o.matrix.RTTMillis}
+	}
+	siteOf := cl.Sites()
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	for i := range o.n {
+		id := protocol.ReplicaID(i + 1)
+		tcp, err := transport.NewTCP(transport.Config{ID: id, ClusterID: cl.ClusterID, Listen: addrs[i], Peers: cl.Addresses(), Logger: logger})
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		var tr transport.Transport = tcp
+		if tm != nil {
+			w, err := transport.NewWANChecked(tcp, transport.WANConfig{Matrix: tm, Sites: siteOf, Self: id, Seed: o.seed + int64(id)})
+			if err != nil {
+				tcp.Close()
+				c.stop()
+				return nil, err
+			}
+			tr = w
+		}
+		ct := &countingTransport{Transport: tr}
+		var log replica.Log
+		var recs []protocol.Record
+		if o.durable {
+			wl, r, _, err := wal.Open(filepath.Join(c.dataDir, strconv.Itoa(int(id))), wal.Options{})
+			if err != nil {
+				ct.Close()
+				c.stop()
+				return nil, err
+			}
+			log, recs = wl, r
+		}
+		rank := latencyRank(o.matrix, c.sites, id)
+		r, err := replica.Start(replica.Options{
+			Cluster: cl, ID: id, Transport: ct, Log: log, Records: recs, Seed: o.seed*31 + int64(id), Logger: logger,
+			NewEngine: func(pc protocol.Config) (protocol.Engine, error) {
+				return newEngine(cl, pc, rank, id != leaderID, &c.leaders[id-1])
+			},
+		})
+		if err != nil {
+			ct.Close()
+			c.stop()
+			return nil, err
+		}
+		c.replicas = append(c.replicas, r)
+		c.counters = append(c.counters, ct)
+	}
+	return c, nil
+}
+
+// newEngine builds the engine like replica.NewEngine does from the cluster file, with two
+// benchmark-specific choices: EPaxos ranks peers by the benchmark's own matrix (not only
+// the built-in one), and a Multi-Paxos replica that is not the preferred leader holds its
+// election timer until it has heard of a leader (holdTicks), which makes the --leader
+// site win the first election without changing the engine. Later elections (after a
+// crash) run with every replica's normal timeout.
+func newEngine(cl *config.Cluster, pc protocol.Config, rank []protocol.ReplicaID, follower bool, leader *atomic.Uint32) (protocol.Engine, error) {
+	switch cl.Protocol {
+	case config.EPaxos:
+		c := epaxos.DefaultConfig()
+		c.Config = pc
+		c.Thrifty = cl.Thrifty
+		if cl.RecoveryTicks > 0 {
+			c.RecoveryTicks = cl.RecoveryTicks
+		}
+		if cl.Batch > 0 {
+			c.MaxBatch = cl.Batch
+		}
+		c.LatencyRank = rank
+		return epaxos.New(c)
+	case config.MultiPaxos:
+		c := multipaxos.DefaultConfig()
+		c.Config = pc
+		if cl.ElectionTicks > 0 {
+			c.ElectionTicks = cl.ElectionTicks
+		}
+		if cl.HeartbeatTicks > 0 {
+			c.HeartbeatTicks = cl.HeartbeatTicks
+		}
+		if cl.Window > 0 {
+			c.Window = cl.Window
+		}
+		if cl.Batch > 0 {
+			c.MaxBatch = cl.Batch
+		}
+		e, err := multipaxos.New(c)
+		if err != nil {
+			return nil, err
+		}
+		return &holdTicks{Engine: e, held: follower, leader: leader}, nil
+	}
+	return nil, fmt.Errorf("bench: unknown protocol %q", cl.Protocol)
+}
+
+// holdTicks wraps a Multi-Paxos engine. While held it swallows Tick calls until the engine
+// reports a leader (Ready.Leader), so that this replica cannot start the first election.
+// It publishes the leader the engine believes in. Everything else passes through.
+type holdTicks struct {
+	protocol.Engine
+	held   bool
+	leader *atomic.Uint32
+}
+
+func (h *holdTicks) Tick() {
+	if !h.held {
+		h.Engine.Tick()
+	}
+}
+
+func (h *holdTicks) Ready() protocol.Ready {
+	rd := h.Engine.Ready()
+	if rd.Leader != 0 {
+		h.held = false
+	}
+	h.leader.Store(uint32(rd.Leader))
+	return rd
+}
+
+func (h *holdTicks) Stats() protocol.Stats {
+	if s, ok := h.Engine.(protocol.StatsReporter); ok {
+		return s.Stats()
+	}
+	return protocol.Stats{}
+}
+
+// latencyRank orders id's peers closest first by the matrix (ties by ID).
+func latencyRank(m *workloads.Matrix, sites []string, id protocol.ReplicaID) []protocol.ReplicaID {
+	var peers []protocol.ReplicaID
+	for i := range sites {
+		if p := protocol.ReplicaID(i + 1); p != id {
+			peers = append(peers, p)
+		}
+	}
+	if m == nil {
+		return peers
+	}
+	rtt := func(p protocol.ReplicaID) float64 {
+		v, err := m.RTT(sites[id-1], sites[p-1])
+		if err != nil {
+			return math.Inf(1)
+		}
+		return v
+	}
+	sort.SliceStable(peers, func(i, j int) bool { return rtt(peers[i]) < rtt(peers[j]) })
+	return peers
+}
+
+// freeAddrs picks n free loopback ports. The ports are released before the replicas bind
+// them again; a collision in between fails the run with a clear error (rare).
+func freeAddrs(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	out := make([]string, n)
+	for i := range out {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		out[i] = l.Addr().String()
+	}
+	return out, nil
+}
+
+// crash stops replica id (0-based index i) for good: its goroutines end, its connections
+// close, and its peers see it as unreachable.
+func (c *cluster) crash(i int) {
+	c.down[i].Store(true)
+	c.replicas[i].Stop()
+}
+
+// stop stops every replica and removes the durable data.
+func (c *cluster) stop() {
+	c.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, r := range c.replicas {
+			wg.Add(1)
+			go func() { defer wg.Done(); r.Stop() }()
+		}
+		wg.Wait()
+		if c.dataDir != "" {
+			os.RemoveAll(c.dataDir)
+		}
+	})
+}
+
+// totals sums the replicas' counters.
+type totals struct {
+	msgs, bytes      uint64
+	fast, slow       uint64
+	elections        uint64
+	leaderCommits    uint64
+	proposed, synced uint64
+}
+
+func (c *cluster) totals() totals {
+	var t totals
+	for i, r := range c.replicas {
+		s := r.Stats()
+		t.msgs += c.counters[i].msgs.Load()
+		t.bytes += c.counters[i].bytes.Load()
+		t.fast += s.Engine.FastPath
+		t.slow += s.Engine.SlowPath
+		t.elections += s.Engine.Elections
+		t.leaderCommits += s.Engine.Committed
+		t.proposed += s.Proposed
+		t.synced += s.Syncs
+	}
+	return t
+}
+
+// agreedLeader returns the Multi-Paxos leader every live replica believes in, or 0 while
+// they disagree or do not know.
+func (c *cluster) agreedLeader() protocol.ReplicaID {
+	var l uint32
+	for i := range c.replicas {
+		if c.down[i].Load() {
+			continue
+		}
+		v := c.leaders[i].Load()
+		if v == 0 || (l != 0 && v != l) {
+			return 0
+		}
+		l = v
+	}
+	return protocol.ReplicaID(l)
+}
+
+// countingTransport counts the messages a replica sends and their size on the wire
+// (frame header + payload as the wire codec encodes them).
+type countingTransport struct {
+	transport.Transport
+	mu          sync.Mutex
+	buf         []byte
+	msgs, bytes atomic.Uint64
+}
+
+func (t *countingTransport) Send(m protocol.Message) {
+	t.mu.Lock()
+	t.buf = wire.AppendMessageFrame(t.buf[:0], &m)
+	n := len(t.buf)
+	t.mu.Unlock()
+	t.msgs.Add(1)
+	t.bytes.Add(uint64(n))
+	t.Transport.Send(m)
+}

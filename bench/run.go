@@ -1,0 +1,418 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/parliament-lab/parliament/bench/result"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/workloads"
+)
+
+// Experiment names (result.Run.Experiment); the plotter draws one chart kind per name.
+const (
+	ExpLatency    = "latency"    // chart (a) and (e): per-site latency on a WAN
+	ExpThroughput = "throughput" // chart (b): throughput vs conflict rate
+	ExpSweep      = "sweep"      // chart (c): open-loop latency vs throughput
+	ExpFailure    = "failure"    // chart (d): throughput through a replica crash
+	ExpCustom     = "custom"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Name        string // unique in a results file; derived when empty
+	Experiment  string
+	Protocol    string // workloads.EPaxos or workloads.MultiPaxos
+	Replicas    int
+	WAN         string            // name for the results: aws-5site, aws-3site, none or a file
+	Matrix      *workloads.Matrix // resolved WAN (ResolveWAN); nil = none. Sized to Replicas by Run.
+	Leader      string            // Multi-Paxos leader site; "" = the first replica's site
+	Workload    workloads.Spec
+	Clients     int     // per site
+	Outstanding int     // per client (closed loop), or the in-flight cap (open loop)
+	RateOps     float64 // open loop: total offered load in commands/s over all clients; 0 = closed loop
+	Duration    time.Duration
+	Warmup      time.Duration
+	Durable     bool
+	Fail        *FailSpec
+	Seed        int64
+	Repeat      int
+
+	Tick          time.Duration // engine tick; default 10ms
+	ElectionTicks int           // Multi-Paxos; 0 = see electionTicks
+	TimelineStep  time.Duration // default 250ms (100ms for failure runs)
+	Logger        *slog.Logger
+}
+
+// FailSpec crashes the replica at Site At after the load started.
+type FailSpec struct {
+	Site string
+	At   time.Duration
+}
+
+// ParseFail parses --fail SITE@DURATION.
+func ParseFail(s string) (*FailSpec, error) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == '@' {
+			d, err := time.ParseDuration(s[i+1:])
+			if err != nil || s[:i] == "" || d <= 0 {
+				break
+			}
+			return &FailSpec{Site: s[:i], At: d}, nil
+		}
+	}
+	return nil, fmt.Errorf("bench: --fail %q: want SITE@DURATION, like CA@5s", s)
+}
+
+// Progress receives a run's progress: elapsed and total time of the current run and the
+// commands completed so far. Called about every 100ms from the runner's goroutine.
+type Progress func(run string, elapsed, total time.Duration, ops int64)
+
+func (c *Config) defaults() {
+	if c.Replicas == 0 {
+		c.Replicas = 5
+	}
+	if c.Clients == 0 {
+		c.Clients = 1
+	}
+	if c.Outstanding == 0 {
+		c.Outstanding = 1
+	}
+	if c.Tick == 0 {
+		c.Tick = 10 * time.Millisecond
+	}
+	if c.TimelineStep == 0 {
+		c.TimelineStep = 250 * time.Millisecond
+		if c.Fail != nil {
+			c.TimelineStep = 100 * time.Millisecond
+		}
+	}
+	if c.Experiment == "" {
+		c.Experiment = ExpCustom
+	}
+	if c.WAN == "" {
+		c.WAN = workloads.WANNone
+	}
+	c.Workload = c.Workload.Defaults()
+	if c.Name == "" {
+		c.Name = fmt.Sprintf("%s/%s/n%d/c%s/%s", c.Experiment, c.Protocol, c.Replicas, strconv.FormatFloat(c.Workload.ConflictPct, 'f', -1, 64), c.WAN)
+		if c.RateOps > 0 {
+			c.Name += "/rate" + strconv.FormatFloat(c.RateOps, 'f', -1, 64)
+		}
+		if c.Repeat > 0 {
+			c.Name += "/r" + strconv.Itoa(c.Repeat)
+		}
+	}
+}
+
+// Validate reports the first bad field.
+func (c *Config) Validate() error {
+	switch c.Protocol {
+	case workloads.EPaxos, workloads.MultiPaxos:
+	default:
+		return fmt.Errorf("bench: protocol %q: want epaxos or multipaxos", c.Protocol)
+	}
+	if c.Replicas < 1 || (c.Protocol == workloads.EPaxos && (c.Replicas < 3 || c.Replicas%2 == 0)) {
+		return fmt.Errorf("bench: %d replicas: EPaxos needs an odd number >= 3 (3, 5, 7)", c.Replicas)
+	}
+	if c.Duration <= 0 {
+		return fmt.Errorf("bench: duration %v: want > 0", c.Duration)
+	}
+	if c.Warmup < 0 {
+		return fmt.Errorf("bench: warmup %v: want >= 0", c.Warmup)
+	}
+	if c.Clients < 1 || c.Outstanding < 1 {
+		return fmt.Errorf("bench: clients %d, outstanding %d: want >= 1", c.Clients, c.Outstanding)
+	}
+	if c.RateOps < 0 {
+		return fmt.Errorf("bench: rate %v: want >= 0", c.RateOps)
+	}
+	if c.Fail != nil && (c.Fail.At <= 0 || c.Fail.At >= c.Warmup+c.Duration) {
+		return fmt.Errorf("bench: --fail at %v is outside the run (warm-up %v + duration %v)", c.Fail.At, c.Warmup, c.Duration)
+	}
+	return c.Workload.Defaults().Validate()
+}
+
+// electionTicks picks the Multi-Paxos election timeout for a run: the engine default (10
+// ticks) unless the WAN's largest round trip would make that timeout fire during normal
+// operation; then about twice that round trip, so a leader is only replaced when it is
+// gone.
+func (c *Config) electionTicks(m *workloads.Matrix) int {
+	if c.ElectionTicks > 0 {
+		return c.ElectionTicks
+	}
+	if m == nil {
+		return 0
+	}
+	maxRTT := 0.0
+	for _, row := range m.RTTMillis {
+		for _, v := range row {
+			maxRTT = math.Max(maxRTT, v)
+		}
+	}
+	t := int(math.Ceil(2 * maxRTT / float64(c.Tick/time.Millisecond)))
+	if t <= 10 {
+		return 0
+	}
+	return t
+}
+
+// Run runs one benchmark on an in-process cluster and returns its result.
+func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return result.Run{}, err
+	}
+	m, err := cfg.Matrix.ForReplicas(cfg.Replicas)
+	if err != nil {
+		return result.Run{}, err
+	}
+	leader := ""
+	if cfg.Protocol == workloads.MultiPaxos {
+		leader = cfg.Leader
+		if leader == "" {
+			leader = workloads.PlaceReplicas(m, cfg.Replicas)[0]
+		}
+	}
+	eTicks := cfg.electionTicks(m)
+	c, err := startCluster(clusterOptions{
+		protocol: cfg.Protocol, n: cfg.Replicas, matrix: m, leader: leader, durable: cfg.Durable,
+		seed: cfg.Seed, tick: cfg.Tick, electionTicks: eTicks, logger: cfg.Logger,
+	})
+	if err != nil {
+		return result.Run{}, err
+	}
+	defer c.stop()
+
+	// Multi-Paxos: wait for the preferred leader before loading the cluster.
+	if cfg.Protocol == workloads.MultiPaxos {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			l := c.agreedLeader()
+			if l != 0 && c.sites[l-1] == leader {
+				break
+			}
+			if time.Now().After(deadline) {
+				return result.Run{}, fmt.Errorf("bench: no Multi-Paxos leader at %s after 30s (replicas believe %v)", leader, c.leaderViews())
+			}
+			select {
+			case <-ctx.Done():
+				return result.Run{}, ctx.Err()
+			case <-time.After(cfg.Tick):
+			}
+		}
+	}
+
+	// Client sites: one per distinct replica site, each at its first replica.
+	var sites []string
+	home := map[string]int{}
+	for i, s := range c.sites {
+		if _, ok := home[s]; !ok {
+			home[s] = i
+			sites = append(sites, s)
+		}
+	}
+	nClients := len(sites) * cfg.Clients
+	maxRTT := 0.0
+	if m != nil {
+		for _, row := range m.RTTMillis {
+			for _, v := range row {
+				maxRTT = math.Max(maxRTT, v)
+			}
+		}
+	}
+	lo := &loadOptions{
+		spec: cfg.Workload, clientsPerSite: cfg.Clients, outstanding: cfg.Outstanding,
+		ratePerClient: workloads.SplitRate(cfg.RateOps, nClients), seed: cfg.Seed,
+		warmup: cfg.Warmup, duration: cfg.Duration,
+		// With a crash to survive: long enough that a command that is only slow is not
+		// resent (twice the largest round trip), short enough that one lost with a crashed
+		// replica (a forward to a dead Multi-Paxos leader) is resent soon. Without one, a
+		// resend would only add load to an overloaded cluster (a retry storm), so clients
+		// wait 10s first. Resends back off exponentially either way.
+		retryTimeout: 10 * time.Second,
+		maxBacklog:   1 << 16,
+	}
+	if cfg.Fail != nil {
+		lo.retryTimeout = time.Duration(2*maxRTT*float64(time.Millisecond)) + 100*time.Millisecond
+	}
+	var completed atomic.Int64
+	start := time.Now()
+	loads := make([]*siteLoad, len(sites))
+	clientBase := uint64(cfg.Seed)<<20 + uint64(cfg.Repeat)<<12 + 1
+	for i, s := range sites {
+		loads[i] = newSiteLoad(c, lo, s, home[s], clientBase+uint64(i*cfg.Clients), start, &completed)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, l := range loads {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(stop) }()
+	}
+
+	total := cfg.Warmup + cfg.Duration
+	var before, after totals
+	tookBefore, crashed := false, false
+	var crashAt time.Duration
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var runErr error
+loop:
+	for {
+		el := time.Since(start)
+		if !tookBefore && el >= cfg.Warmup {
+			before, tookBefore = c.totals(), true
+		}
+		if cfg.Fail != nil && !crashed && el >= cfg.Fail.At {
+			idx := -1
+			for i, s := range c.sites {
+				if s == cfg.Fail.Site {
+					idx = i
+					break
+				}
+			}
+			if idx < 0 {
+				runErr = fmt.Errorf("bench: --fail site %q is not one of %v", cfg.Fail.Site, c.sites)
+				break loop
+			}
+			crashAt = time.Since(start)
+			c.crash(idx)
+			crashed = true
+		}
+		if progress != nil {
+			progress(cfg.Name, min(el, total), total, completed.Load())
+		}
+		if el >= total {
+			break
+		}
+		wait := 100 * time.Millisecond
+		if cfg.Fail != nil && !crashed && cfg.Fail.At-el < wait {
+			wait = max(cfg.Fail.At-el, 0)
+		}
+		select {
+		case <-ctx.Done():
+			runErr = ctx.Err()
+			break loop
+		case <-time.After(wait):
+		}
+	}
+	after = c.totals()
+	close(stop)
+	wg.Wait()
+	if runErr != nil {
+		return result.Run{}, runErr
+	}
+	if !tookBefore {
+		before = after
+	}
+	return cfg.collect(m, leader, loads, before, after, crashAt), nil
+}
+
+func (c *cluster) leaderViews() []protocol.ReplicaID {
+	out := make([]protocol.ReplicaID, len(c.leaders))
+	for i := range c.leaders {
+		out[i] = protocol.ReplicaID(c.leaders[i].Load())
+	}
+	return out
+}
+
+// collect turns the sites' measurements into a result.Run.
+func (cfg *Config) collect(m *workloads.Matrix, leader string, loads []*siteLoad, before, after totals, crashAt time.Duration) result.Run {
+	r := result.Run{
+		Name: cfg.Name, Experiment: cfg.Experiment, Protocol: cfg.Protocol, Replicas: cfg.Replicas,
+		Conflict: cfg.Workload.ConflictPct, WAN: cfg.WAN, Leader: leader, Durable: cfg.Durable,
+		Clients: cfg.Clients, Outstanding: cfg.Outstanding, RateOps: cfg.RateOps, Repeat: cfg.Repeat, Seed: cfg.Seed,
+		DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(), TimelineStepS: cfg.TimelineStep.Seconds(),
+	}
+	opt, _ := workloads.Optimal(m, leader)
+	allCommit, allExec := NewLatency(), NewLatency()
+	var ops int64
+	nb := 0
+	for _, l := range loads {
+		nb = max(nb, len(l.bins))
+	}
+	bins := make([]int64, nb)
+	for _, l := range loads {
+		s := result.Site{Site: l.site, Ops: l.measuredOp, Commit: l.commit.Percentiles(), Exec: l.exec.Percentiles()}
+		for _, o := range opt {
+			if o.Site == l.site {
+				s.Optimum = o.For(cfg.Protocol)
+				if cfg.Protocol == workloads.EPaxos {
+					s.OptimumSlow = o.EPaxosSlow
+				}
+			}
+		}
+		r.Sites = append(r.Sites, s)
+		allCommit.Merge(l.commit)
+		allExec.Merge(l.exec)
+		ops += l.measuredOp
+		r.Errors += l.errors
+		for i, v := range l.bins {
+			bins[i] += v
+		}
+	}
+	r.Commit, r.Exec = allCommit.Percentiles(), allExec.Percentiles()
+	r.CommitCDF, r.ExecCDF = allCommit.CDF(200), allExec.CDF(200)
+	r.ThroughputOps = float64(ops) / cfg.Duration.Seconds()
+	if ops > 0 {
+		r.MsgsPerCmd = float64(after.msgs-before.msgs) / float64(ops)
+		r.BytesPerCmd = float64(after.bytes-before.bytes) / float64(ops)
+	}
+	if fast, slow := after.fast-before.fast, after.slow-before.slow; fast+slow > 0 {
+		r.FastPathRatio = float64(fast) / float64(fast+slow)
+	}
+	// Timeline at TimelineStep from the 10ms bins, over the whole run.
+	per := int(cfg.TimelineStep / binWidth)
+	if per < 1 {
+		per = 1
+	}
+	end := int((cfg.Warmup + cfg.Duration) / binWidth)
+	for i := 0; i+per <= end; i += per {
+		var n int64
+		for _, v := range bins[i : i+per] {
+			n += v
+		}
+		r.Timeline = append(r.Timeline, result.Point{TS: float64(i+per) * binWidth.Seconds(), Ops: n})
+	}
+	if cfg.Fail != nil {
+		f := &result.Failure{Site: cfg.Fail.Site, AtS: crashAt.Seconds()}
+		// Longest stretch of empty 10ms bins from the crash to the end of the run, and
+		// the same between warm-up and crash for comparison.
+		from := int(crashAt / binWidth)
+		gap, at := longestEmpty(bins, from, min(end, len(bins)))
+		f.GapS = float64(gap) * binWidth.Seconds()
+		if gap > 0 {
+			f.GapAtS = float64(at) * binWidth.Seconds()
+		}
+		before, _ := longestEmpty(bins, int(cfg.Warmup/binWidth), from)
+		f.GapBeforeS = float64(before) * binWidth.Seconds()
+		r.Fail = f
+	}
+	return r
+}
+
+// longestEmpty returns the length and start of the longest run of zero bins in [from, to).
+func longestEmpty(bins []int64, from, to int) (length, start int) {
+	run := 0
+	for i := max(from, 0); i < to && i < len(bins); i++ {
+		if bins[i] != 0 {
+			run = 0
+			continue
+		}
+		run++
+		if run > length {
+			length, start = run, i-run+1
+		}
+	}
+	return length, start
+}
+
+// ErrNoRuns is returned by RunAll when there is nothing to run.
+var ErrNoRuns = errors.New("bench: no runs")

@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parliament-lab/parliament/bench/result"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/workloads"
+)
+
+func TestParseFail(t *testing.T) {
+	f, err := ParseFail("CA@4s")
+	if err != nil || f.Site != "CA" || f.At != 4*time.Second {
+		t.Fatalf("%+v %v", f, err)
+	}
+	for _, bad := range []string{"CA", "@4s", "CA@", "CA@-1s", "CA@x"} {
+		if _, err := ParseFail(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Protocol: "epaxos", Replicas: 5, Duration: time.Second}
+	ok.defaults()
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(c *Config){
+		"protocol":      func(c *Config) { c.Protocol = "raft" },
+		"even epaxos":   func(c *Config) { c.Replicas = 4 },
+		"duration":      func(c *Config) { c.Duration = 0 },
+		"outstanding":   func(c *Config) { c.Outstanding = 0 },
+		"fail too late": func(c *Config) { c.Fail = &FailSpec{Site: "CA", At: time.Hour} },
+		"conflict":      func(c *Config) { c.Workload.ConflictPct = 200 },
+	} {
+		c := ok
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if !strings.HasPrefix(ok.Name, "custom/epaxos/n5/c0/none") {
+		t.Errorf("derived name %q", ok.Name)
+	}
+}
+
+func TestElectionTicksFollowTheWAN(t *testing.T) {
+	c := Config{Tick: 10 * time.Millisecond}
+	if got := c.electionTicks(nil); got != 0 {
+		t.Errorf("no WAN: %d, want the engine default (0)", got)
+	}
+	// aws-5site's largest RTT is 204.4ms: twice that is 41 ticks of 10ms.
+	if got := c.electionTicks(workloads.AWS5()); got != 41 {
+		t.Errorf("aws-5site: %d, want 41", got)
+	}
+	c.ElectionTicks = 7
+	if c.electionTicks(workloads.AWS5()) != 7 {
+		t.Error("explicit ElectionTicks ignored")
+	}
+}
+
+// fakeEngine reports a leader once told to and counts ticks.
+type fakeEngine struct {
+	protocol.Engine
+	ticks  int
+	leader protocol.ReplicaID
+}
+
+func (f *fakeEngine) Tick()                 { f.ticks++ }
+func (f *fakeEngine) Ready() protocol.Ready { return protocol.Ready{Leader: f.leader} }
+func (f *fakeEngine) Stats() protocol.Stats { return protocol.Stats{Elections: 3} }
+
+func TestHoldTicksUntilALeaderIsKnown(t *testing.T) {
+	fe := &fakeEngine{}
+	var leader atomic.Uint32
+	h := &holdTicks{Engine: fe, held: true, leader: &leader}
+	h.Tick()
+	h.Ready()
+	h.Tick()
+	if fe.ticks != 0 {
+		t.Fatalf("ticks reached the engine before a leader was known: %d", fe.ticks)
+	}
+	fe.leader = 2
+	h.Ready()
+	h.Tick()
+	fe.leader = 0 // the leader is lost later: ticks keep flowing (normal election)
+	h.Ready()
+	h.Tick()
+	if fe.ticks != 2 || leader.Load() != 0 {
+		t.Fatalf("ticks %d leader %d", fe.ticks, leader.Load())
+	}
+	if h.Stats().Elections != 3 {
+		t.Fatal("Stats not passed through")
+	}
+}
+
+func TestDelayLineOrderAndDelay(t *testing.T) {
+	d := newDelayLine()
+	defer d.close()
+	var mu sync.Mutex
+	var got []int
+	var at []time.Duration
+	done := make(chan struct{})
+	start := time.Now()
+	for i, ms := range []int{30, 10, 20, 10} {
+		d.push(start.Add(time.Duration(ms)*time.Millisecond), func() {
+			mu.Lock()
+			got = append(got, i)
+			at = append(at, time.Since(start))
+			if len(got) == 4 {
+				close(done)
+			}
+			mu.Unlock()
+		})
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("delay line stuck")
+	}
+	if want := []int{1, 3, 2, 0}; !equalInts(got, want) {
+		t.Fatalf("order %v, want %v (time order, FIFO on ties)", got, want)
+	}
+	if at[0] < 10*time.Millisecond || at[3] < 30*time.Millisecond {
+		t.Fatalf("ran early: %v", at)
+	}
+	d.close()
+	d.push(time.Now(), func() { t.Error("ran after close") })
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestDefaultSuiteShape(t *testing.T) {
+	cfgs := DefaultSuite(SuiteOptions{Seed: 3})
+	count := map[string]int{}
+	for _, c := range cfgs {
+		count[c.Experiment]++
+		c.defaults()
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+	}
+	if count[ExpLatency] != 4 || count[ExpThroughput] != 8 || count[ExpSweep] != 10 || count[ExpFailure] != 2 {
+		t.Fatalf("suite %v", count)
+	}
+	// The budget: at most 10 minutes on 2 cores; keep the load time well under.
+	if est := Estimate(cfgs); est > 4*time.Minute {
+		t.Fatalf("default suite load time %v", est)
+	}
+	if n := len(DefaultSuite(SuiteOptions{Repeat: 3})); n != 3*len(cfgs) {
+		t.Fatalf("repeat 3: %d runs", n)
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	f := &result.File{Runs: []result.Run{
+		{Experiment: ExpLatency, Protocol: "epaxos", Sites: []result.Site{{Site: "CA", Optimum: 60, Commit: result.Percentiles{P50: 63, P99: 70}}}},
+		{Experiment: ExpFailure, Protocol: "multipaxos", Fail: &result.Failure{Site: "CA", AtS: 4, GapS: 0.93}},
+	}}
+	var b bytes.Buffer
+	if err := WriteTable(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"1.050", "60.0", "63.0", "0.93"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
