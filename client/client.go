@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parliament-lab/parliament/config"
@@ -83,7 +84,7 @@ type Callback func(rep protocol.Reply, err error)
 type op struct {
 	cmd       protocol.Command
 	done      Callback
-	sent      time.Time // last (re)transmission
+	sent      int64     // last (re)transmission, as Client.now
 	notBefore time.Time // a redirected command waits until then
 }
 
@@ -95,7 +96,9 @@ type Client struct {
 	ccfg     transport.ClientConfig
 	timeout  time.Duration
 	log      *slog.Logger
-	sem      chan struct{}
+	maxOut   int
+	epoch    time.Time    // monotonic origin of clock
+	clock    atomic.Int64 // coarse time since epoch, refreshed by the manager goroutine
 	stopC    chan struct{}
 	wg       sync.WaitGroup
 	closeErr sync.Once
@@ -106,7 +109,7 @@ type Client struct {
 	conn      *transport.ClientConn
 	connTo    protocol.ReplicaID
 	next      int // index in order of the next replica to try
-	lastReply time.Time
+	lastReply int64 // Client.now of the last reply
 	redirects int // leaderless redirects in a row
 	closed    bool
 	switchTo  protocol.ReplicaID      // replica a redirect asked for, 0 = none
@@ -114,7 +117,9 @@ type Client struct {
 	delayed   []uint64                // redirected commands waiting for their backoff
 	doneBuf   []completion
 	kick      chan struct{} // wakes the manager (broken connection, redirect)
-	opPool    sync.Pool
+	free      []*op     // recycled ops
+	room      sync.Cond // signalled when an outstanding command completes (on mu)
+	waiters   int       // Submit calls waiting for room
 }
 
 // New connects to a replica (Options.Replica, or the first live one) and returns the
@@ -171,7 +176,9 @@ func New(opts Options) (*Client, error) {
 	if maxOut <= 0 {
 		maxOut = DefaultMaxOutstanding
 	}
-	c.sem = make(chan struct{}, maxOut)
+	c.maxOut = maxOut
+	c.room.L = &c.mu
+	c.epoch = time.Now()
 	// Room for every outstanding command twice over (a resend while the first copy is
 	// still queued), so that Send never finds the queue full in normal operation.
 	c.ccfg.QueueLen = max(2*maxOut, transport.DefaultQueueLen)
@@ -231,6 +238,7 @@ func (c *Client) Close() error {
 		c.conn = nil
 		ops := c.ops
 		c.ops = map[uint64]*op{}
+		c.room.Broadcast()
 		c.mu.Unlock()
 		close(c.stopC)
 		if conn != nil {
@@ -238,7 +246,6 @@ func (c *Client) Close() error {
 		}
 		c.wg.Wait()
 		for _, o := range ops {
-			<-c.sem
 			o.done(protocol.Reply{}, ErrClosed)
 		}
 	})
@@ -250,37 +257,41 @@ func (c *Client) Close() error {
 // sequence number (0 with done already called with ErrClosed on a closed client). done is
 // called from the client's reader goroutine.
 func (c *Client) Submit(cmd protocol.Command, done Callback) uint64 {
-	select {
-	case c.sem <- struct{}{}:
-	case <-c.stopC:
-		done(protocol.Reply{}, ErrClosed)
-		return 0
-	}
 	c.mu.Lock()
+	for !c.closed && len(c.ops) >= c.maxOut {
+		c.waiters++
+		c.room.Wait()
+		c.waiters--
+	}
 	if c.closed {
 		c.mu.Unlock()
-		<-c.sem
 		done(protocol.Reply{}, ErrClosed)
 		return 0
 	}
 	c.seq++
 	cmd.ClientID, cmd.Seq = c.id, c.seq
-	o, _ := c.opPool.Get().(*op)
-	if o == nil {
+	var o *op
+	if n := len(c.free); n > 0 {
+		o = c.free[n-1]
+		c.free = c.free[:n-1]
+	} else {
 		o = new(op)
 	}
 	*o = op{cmd: cmd, done: done}
 	c.ops[cmd.Seq] = o
 	if c.conn != nil {
-		c.sendLocked(c.conn, o, time.Now())
+		c.sendLocked(c.conn, o, c.clock.Load())
 	}
 	c.mu.Unlock()
 	return cmd.Seq
 }
 
-func (c *Client) releaseOp(o *op) {
-	*o = op{}
-	c.opPool.Put(o)
+// now returns the time since epoch and refreshes the coarse clock Submit reads (one
+// clock read per reply batch instead of one per command).
+func (c *Client) now() int64 {
+	t := int64(time.Since(c.epoch))
+	c.clock.Store(t)
+	return t
 }
 
 // Do runs one command synchronously: it returns the reply (never a redirect), retrying

@@ -34,7 +34,7 @@ func (c *Client) setConn(conn *transport.ClientConn, id protocol.ReplicaID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.conn, c.connTo = conn, id
-	now := time.Now()
+	now := c.now()
 	c.lastReply = now
 	c.redirects = 0
 	if len(c.ops) == 0 {
@@ -67,7 +67,7 @@ func (c *Client) breakConnLocked(conn *transport.ClientConn) {
 
 // sendLocked transmits o on conn. A send that fails on a healthy connection (its queue is
 // full) is left to the timeout scan; a broken connection is abandoned.
-func (c *Client) sendLocked(conn *transport.ClientConn, o *op, now time.Time) bool {
+func (c *Client) sendLocked(conn *transport.ClientConn, o *op, now int64) bool {
 	o.sent = now
 	if err := conn.Send(o.cmd); err != nil && conn.Err() != nil {
 		c.breakConnLocked(conn)
@@ -145,7 +145,7 @@ type completion struct {
 // handle matches a batch of replies to outstanding commands. Callbacks run after the
 // lock is released.
 func (c *Client) handle(batch []protocol.Reply) {
-	now := time.Now()
+	now := c.now()
 	c.mu.Lock()
 	c.lastReply = now
 	done := c.doneBuf[:0]
@@ -156,21 +156,30 @@ func (c *Client) handle(batch []protocol.Reply) {
 			continue // a duplicate reply to a retried command, or not ours
 		}
 		if rep.Result == protocol.ResultRedirect {
-			c.redirected(o, rep.Leader, now)
+			c.redirected(o, rep.Leader, c.epoch.Add(time.Duration(now)))
 			continue
 		}
 		c.redirects = 0
 		delete(c.ops, rep.Seq)
 		done = append(done, completion{o, *rep})
 	}
+	if c.waiters > 0 && len(done) > 0 {
+		c.room.Broadcast()
+	}
 	c.mu.Unlock()
+	if len(done) == 0 {
+		return
+	}
 	for i := range done {
-		<-c.sem
-		o := done[i].o
-		o.done(done[i].rep, nil)
-		c.releaseOp(o)
+		done[i].o.done(done[i].rep, nil)
+	}
+	c.mu.Lock()
+	for i := range done {
+		*done[i].o = op{}
+		c.free = append(c.free, done[i].o)
 		done[i] = completion{}
 	}
+	c.mu.Unlock()
 	c.doneBuf = done[:0] // only the manager goroutine touches doneBuf
 }
 
@@ -204,14 +213,15 @@ func (c *Client) retryRedirected() {
 	if len(c.delayed) == 0 || c.conn == nil {
 		return
 	}
-	now := time.Now()
+	wall := time.Now()
+	now := c.now()
 	keep := c.delayed[:0]
 	for _, s := range c.delayed {
 		o, ok := c.ops[s]
 		if !ok || o.notBefore.IsZero() {
 			continue
 		}
-		if now.Before(o.notBefore) {
+		if wall.Before(o.notBefore) {
 			keep = append(keep, s)
 			continue
 		}
@@ -233,10 +243,11 @@ func (c *Client) scanTimeouts() {
 	if c.conn == nil || len(c.ops) == 0 {
 		return
 	}
-	now := time.Now()
+	now := c.now()
+	timeout := int64(c.timeout)
 	stale := false
 	for _, o := range c.ops {
-		if !o.notBefore.IsZero() || now.Sub(o.sent) < c.timeout {
+		if !o.notBefore.IsZero() || now-o.sent < timeout {
 			continue
 		}
 		stale = true
@@ -244,7 +255,7 @@ func (c *Client) scanTimeouts() {
 			return
 		}
 	}
-	if stale && now.Sub(c.lastReply) >= c.timeout && len(c.order) > 1 {
+	if stale && now-c.lastReply >= timeout && len(c.order) > 1 {
 		c.log.Debug("no reply within the timeout; trying another replica", "replica", c.connTo)
 		c.switchTo = c.order[c.next]
 		if c.switchTo == c.connTo {

@@ -57,7 +57,7 @@ func (r *Replica) run() {
 				break drain
 			}
 		}
-		if len(r.batchCmds) > 0 {
+		if len(r.batches) > 0 {
 			r.propose()
 		}
 		if err := r.handleReady(); err != nil {
@@ -80,28 +80,28 @@ func (r *Replica) step(msgs []protocol.Message) {
 	}
 }
 
-// takeClients moves queued client commands into the batch for the next Propose and
-// remembers who waits for each.
+// takeClients moves queued client requests into the batch for the next proposal.
 func (r *Replica) takeClients() {
-	r.batchCmds, r.batchFrom = r.in.take(r.batchCmds, r.batchFrom)
+	r.batches, r.batchFrom = r.in.take(r.batches, r.batchFrom)
 }
 
+// propose hands every request taken since the last Ready to the engine, which puts all
+// of them (Propose calls before one Ready) into one instance or slot.
 func (r *Replica) propose() {
-	cmds := r.batchCmds
-	i := 0
-	for _, run := range r.batchFrom {
-		p := pendingCmd{to: run.to, tick: r.ticks}
-		for _, c := range cmds[i : i+run.n] {
-			r.pending.add(c.ClientID, c.Seq, p)
+	n := 0
+	for i, cmds := range r.batches {
+		p := pendingCmd{to: r.batchFrom[i], tick: r.ticks}
+		for j := range cmds {
+			r.pending.add(cmds[j].ClientID, cmds[j].Seq, p)
 		}
-		i += run.n
+		n += len(cmds)
+		r.eng.Propose(cmds)
 	}
-	r.stats.proposed.Add(uint64(len(cmds)))
-	r.eng.Propose(cmds)
-	// The engine copied the Command values into its batch; the slice is ours again.
+	r.stats.proposed.Add(uint64(n))
+	// The engine copied the Command values; the batches are garbage once dropped here.
+	clear(r.batches)
 	clear(r.batchFrom)
-	r.batchCmds = r.batchCmds[:0]
-	r.batchFrom = r.batchFrom[:0]
+	r.batches, r.batchFrom = r.batches[:0], r.batchFrom[:0]
 }
 
 func (r *Replica) tick() {
@@ -281,12 +281,10 @@ func (r *Replica) shutdown() {
 		p.to.Reply(protocol.Reply{ClientID: client, Seq: seq, Result: protocol.ResultRedirect})
 	})
 	// Commands still in the inbox were never proposed.
-	cmds, from := r.in.take(nil, nil)
-	i := 0
-	for _, run := range from {
-		for _, c := range cmds[i : i+run.n] {
-			run.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect})
+	batches, from := r.in.take(nil, nil)
+	for i, cmds := range batches {
+		for _, c := range cmds {
+			from[i].Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect})
 		}
-		i += run.n
 	}
 }

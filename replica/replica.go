@@ -121,8 +121,8 @@ type Replica struct {
 	blockedSince map[protocol.InstanceID]uint64
 	suspectTicks uint64
 	replyCommit  bool
-	batchCmds    []protocol.Command // commands taken from the inbox for one Propose
-	batchFrom    []fromRun
+	batches      [][]protocol.Command // request batches taken from the inbox, proposed together
+	batchFrom    []Replier
 	suspects     []protocol.InstanceID
 	err          error // first fatal error (log failure)
 	leader       protocol.ReplicaID
@@ -274,9 +274,8 @@ func (r *Replica) Err() error {
 }
 
 // Submit hands client commands to the replica as if they had arrived on a connection;
-// to receives each command's reply; it must be comparable (a pointer, typically).
-// Commands must carry distinct (ClientID, Seq) pairs and must not be modified afterwards.
-// Safe for concurrent use.
+// to receives each command's reply. The replica takes ownership of cmds: neither the
+// slice nor the commands may be modified afterwards. Safe for concurrent use.
 func (r *Replica) Submit(cmds []protocol.Command, to Replier) {
 	r.in.push(cmds, to)
 }
@@ -310,19 +309,14 @@ func (r *Replica) onClient(c *transport.ServerConn) {
 }
 
 // inbox is the queue between connection goroutines and the event loop: a mutex-guarded
-// slice plus a one-slot signal channel, so that producers never block on the loop and the
-// loop takes everything queued in one swap (one Propose per loop iteration).
+// list of request batches plus a one-slot signal channel, so that producers never block on
+// the loop and the loop takes everything queued in one swap. Batches are queued as they
+// came (the transport hands their ownership over), not copied.
 type inbox struct {
-	mu     sync.Mutex
-	cmds   []protocol.Command
-	from   []fromRun // who sent cmds, run-length encoded (a batch comes from one sender)
-	signal chan struct{}
-}
-
-// fromRun says that the next n commands came from to.
-type fromRun struct {
-	to Replier
-	n  int
+	mu      sync.Mutex
+	batches [][]protocol.Command
+	from    []Replier // from[i] sent batches[i]
+	signal  chan struct{}
 }
 
 func (q *inbox) push(cmds []protocol.Command, to Replier) {
@@ -330,9 +324,9 @@ func (q *inbox) push(cmds []protocol.Command, to Replier) {
 		return
 	}
 	q.mu.Lock()
-	wake := len(q.cmds) == 0
-	q.cmds = append(q.cmds, cmds...)
-	q.from = appendRun(q.from, to, len(cmds))
+	wake := len(q.batches) == 0
+	q.batches = append(q.batches, cmds)
+	q.from = append(q.from, to)
 	q.mu.Unlock()
 	if wake {
 		select {
@@ -342,27 +336,20 @@ func (q *inbox) push(cmds []protocol.Command, to Replier) {
 	}
 }
 
-func appendRun(runs []fromRun, to Replier, n int) []fromRun {
-	if k := len(runs); k > 0 && runs[k-1].to == to {
-		runs[k-1].n += n
-		return runs
-	}
-	return append(runs, fromRun{to, n})
-}
-
-// take appends everything queued to cmds and from and empties the queue. The queue's
-// backing arrays are kept: the engine keeps the Command values (Propose copies them into
-// its batch), not the slice.
-func (q *inbox) take(cmds []protocol.Command, from []fromRun) ([]protocol.Command, []fromRun) {
+// take appends everything queued to batches and from and empties the queue.
+func (q *inbox) take(batches [][]protocol.Command, from []Replier) ([][]protocol.Command, []Replier) {
 	q.mu.Lock()
-	cmds = append(cmds, q.cmds...)
-	for _, r := range q.from {
-		from = appendRun(from, r.to, r.n)
+	if len(batches) == 0 {
+		// Swap the backing arrays instead of copying (the common case).
+		batches, q.batches = q.batches, batches[:0]
+		from, q.from = q.from, from[:0]
+	} else {
+		batches = append(batches, q.batches...)
+		from = append(from, q.from...)
+		clear(q.batches)
+		clear(q.from)
+		q.batches, q.from = q.batches[:0], q.from[:0]
 	}
-	clear(q.cmds)
-	clear(q.from)
-	q.cmds = q.cmds[:0]
-	q.from = q.from[:0]
 	q.mu.Unlock()
-	return cmds, from
+	return batches, from
 }
