@@ -108,18 +108,18 @@ type Client struct {
 	ops       map[uint64]*op
 	conn      *transport.ClientConn
 	connTo    protocol.ReplicaID
-	next      int // index in order of the next replica to try
+	next      int   // index in order of the next replica to try
 	lastReply int64 // Client.now of the last reply
-	redirects int // leaderless redirects in a row
+	redirects int   // leaderless redirects in a row
 	closed    bool
 	switchTo  protocol.ReplicaID      // replica a redirect asked for, 0 = none
 	dead      []*transport.ClientConn // abandoned connections for the manager to close
 	delayed   []uint64                // redirected commands waiting for their backoff
 	doneBuf   []completion
 	kick      chan struct{} // wakes the manager (broken connection, redirect)
-	free      []*op     // recycled ops
-	room      sync.Cond // signalled when an outstanding command completes (on mu)
-	waiters   int       // Submit calls waiting for room
+	free      []*op         // recycled ops
+	room      sync.Cond     // signalled when an outstanding command completes (on mu)
+	waiters   int           // Submit calls waiting for room
 }
 
 // New connects to a replica (Options.Replica, or the first live one) and returns the
