@@ -31,7 +31,7 @@ import (
 
 // Defaults.
 const (
-	DefaultTimeout        = 2 * time.Second
+	DefaultTimeout        = time.Second
 	DefaultDialTimeout    = time.Second
 	DefaultMaxOutstanding = 4096
 	// redirectBackoff delays the retry of a command that a replica redirected to "any
@@ -66,7 +66,7 @@ type Options struct {
 	// client moves to another one.
 	Replica protocol.ReplicaID
 	// Timeout is how long one attempt may take before the command is sent again (same
-	// client ID and seq). Default 2s.
+	// client ID and seq). Default 1s.
 	Timeout time.Duration
 	// DialTimeout bounds each connection attempt (including the handshake). Default 1s.
 	DialTimeout time.Duration

@@ -30,7 +30,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	path := fs.String("config", "cluster.yaml", "cluster file (see 'parliament config')")
 	rid := fs.Uint("replica", 0, "replica to send the command to (0 = any live replica)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	attempt := fs.Duration("attempt-timeout", time.Second, "resend (same command ID) after this long without a reply")
+	attempt := fs.Duration("attempt-timeout", 500*time.Millisecond, "resend (same command ID) after this long without a reply")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
