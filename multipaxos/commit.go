@@ -19,6 +19,9 @@ func (e *Engine) advanceCommit() {
 		}
 		e.commitIndex = s
 		e.retained += len(sl.cmds)
+		if e.chosenBallot.Less(sl.vballot) {
+			e.chosenBallot = sl.vballot
+		}
 		e.committed = append(e.committed, protocol.Instance{
 			ID:      protocol.InstanceID{Num: s},
 			Status:  protocol.StatusCommitted,
@@ -77,6 +80,12 @@ func (e *Engine) sendCatchUp(to protocol.ReplicaID) {
 
 // handleCatchUp answers with chosen slots from m.Index on (bounded), in any role.
 func (e *Engine) handleCatchUp(m *protocol.Message) {
+	if m.Index < e.log.base && m.Index <= e.commitIndex && m.Index <= e.snapIndex {
+		// The slots asked for are gone from memory but folded into our snapshot: transfer
+		// it; the peer then continues from its frontier with the slots we still hold.
+		e.sendSnapshot(m.From)
+		return
+	}
 	from := max(m.Index, e.log.base)
 	var insts []protocol.Instance
 	ncmds := 0
@@ -88,7 +97,10 @@ func (e *Engine) handleCatchUp(m *protocol.Message) {
 		ncmds += len(sl.cmds)
 	}
 	if m.Index < e.log.base && m.Index <= e.commitIndex {
-		e.logger.Warn("multipaxos: catch-up asks for dropped slots; the replica needs a snapshot", "replica", e.id, "from", m.From, "inst", m.Index, "base", e.log.base)
+		// Dropped before the runtime compacted (RetainCmds): nothing here helps the peer
+		// until a snapshot covers those slots.
+		e.logger.Warn("multipaxos: catch-up asks for dropped slots not yet in a snapshot", "replica", e.id, "from", m.From, "inst", m.Index,
+			"base", e.log.base, "snapshot", e.snapIndex)
 	}
 	e.send(protocol.Message{Type: protocol.MsgCatchUpReply, To: m.From, Insts: insts, Index: e.commitIndex})
 }

@@ -31,9 +31,11 @@ type Config struct {
 	Window int
 	// MaxBatch caps the client commands carried by one slot. Default 4096.
 	MaxBatch int
-	// RetainCmds bounds memory: committed slots are dropped (oldest first) once the
-	// committed commands kept in memory exceed it. A replica lagging further behind than
-	// what its peers retain cannot catch up from them (it needs a snapshot). Default 1<<18.
+	// RetainCmds bounds the committed slots kept in memory for catch-up among those the
+	// runtime has compacted (protocol.Compactor): compacted slots are dropped, oldest first,
+	// while the committed commands in memory exceed it. Slots no Compact covers are never
+	// dropped, so memory stays bounded only if the runtime compacts periodically. A peer
+	// that needs slots already dropped gets a snapshot (MsgSnapshot). Default 1<<18.
 	RetainCmds int
 
 	// UnsafeIgnorePromisedValues makes a new leader ignore the values found in phase 1 and

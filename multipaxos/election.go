@@ -47,7 +47,7 @@ func (e *Engine) campaign() {
 
 	e.promises = 1 << e.self
 	e.prepareIndex = e.commitIndex + 1
-	e.peerCommit = e.commitIndex
+	e.peerCommit, e.peerCommitFrom = e.commitIndex, 0
 	e.votes = e.votes[:0]
 	for s := e.prepareIndex; s <= e.log.last(); s++ {
 		sl := e.log.get(s)
@@ -140,7 +140,9 @@ func stepCandidate(e *Engine, m protocol.Message) {
 		return // duplicate
 	}
 	e.promises |= bit
-	e.peerCommit = max(e.peerCommit, m.Index)
+	if m.Index > e.peerCommit {
+		e.peerCommit, e.peerCommitFrom = m.Index, m.From
+	}
 	for i := range m.Insts {
 		in := &m.Insts[i]
 		if in.ID.Replica == 0 {
@@ -165,6 +167,9 @@ func (e *Engine) becomeLeader() {
 		if i >= uint64(len(e.votes)) || e.votes[i].status != protocol.StatusCommitted {
 			e.logger.Warn("multipaxos: cannot lead: chosen slot unknown (peers dropped it)", "replica", e.id, "inst", s, "ballot", e.ballot)
 			e.becomeFollower(0)
+			// Learn the chosen slots (or a snapshot covering them) from the promiser
+			// that reported them, so that a later campaign can succeed.
+			e.sendCatchUp(e.peerCommitFrom)
 			return
 		}
 	}

@@ -72,6 +72,17 @@ type Engine struct {
 	recCommit   uint64 // highest RecordCommitIndex queued for persistence
 	retained    int    // commands in committed slots still held in log (RetainCmds)
 
+	// Compaction (snapshot.go). snapIndex is the compacted frontier: every slot up to it is
+	// folded into the runtime's state-machine snapshot. Only slots up to snapIndex are ever
+	// dropped from memory, so that LiveRecords can always rebuild the rest.
+	snapIndex uint64
+	// chosenBallot is the highest VBallot of any slot committed here (installed snapshots
+	// included). Every value chosen here was chosen in a ballot at or below it, so an
+	// Accept for a dropped committed slot is acknowledged only in a ballot at least this
+	// high (see chosenBound).
+	chosenBallot protocol.Ballot
+	snapNext     []uint64 // per replica index: earliest tick for the next MsgSnapshot to it
+
 	now              uint64 // ticks since start
 	electionElapsed  int
 	electionTimeout  int // randomized in [ElectionTicks, 2*ElectionTicks)
@@ -79,11 +90,12 @@ type Engine struct {
 	retransmitTicks  uint64
 
 	// Candidate: phase 1 state.
-	promises     uint64 // replicas (by index) that promised e.ballot
-	prepareIndex uint64 // first slot asked about (commitIndex+1 at campaign time)
-	peerCommit   uint64 // highest commit point reported in a promise
-	votes        []vote // votes[i] is the best value seen for slot prepareIndex+i
-	prepareSent  uint64 // tick of the last Prepare broadcast
+	promises       uint64             // replicas (by index) that promised e.ballot
+	prepareIndex   uint64             // first slot asked about (commitIndex+1 at campaign time)
+	peerCommit     uint64             // highest commit point reported in a promise
+	peerCommitFrom protocol.ReplicaID // the promiser that reported it
+	votes          []vote             // votes[i] is the best value seen for slot prepareIndex+i
+	prepareSent    uint64             // tick of the last Prepare broadcast
 
 	// Leader.
 	toldCommit []uint64 // per replica index: highest commit point sent to it
@@ -117,11 +129,13 @@ type vote struct {
 var (
 	_ protocol.Engine        = (*Engine)(nil)
 	_ protocol.StatsReporter = (*Engine)(nil)
+	_ protocol.Compactor     = (*Engine)(nil)
 )
 
 // New builds an engine, restoring the promised ballot, accepted slots and commit point from
-// cfg.Records (a restart). Slots committed before the crash are emitted again in the first
-// Ready, since the state machine restarts from scratch (or from a snapshot).
+// cfg.Records (a restart). Slots committed before the crash and above the last
+// RecordSnapshot are emitted again in the first Ready, since the state machine restarts
+// from that snapshot (or from scratch); slots the snapshot covers are not.
 func New(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -142,6 +156,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	e.toldCommit = make([]uint64, len(e.replicas))
+	e.snapNext = make([]uint64, len(e.replicas))
 	e.restore(cfg.Records)
 	e.becomeFollower(0)
 	return e, nil
@@ -171,6 +186,11 @@ func (e *Engine) restore(recs []protocol.Record) {
 		case protocol.RecordCommitIndex:
 			commit = max(commit, r.Index)
 		case protocol.RecordSnapshot:
+			// Written by LiveRecords or by installing a MsgSnapshot: the runtime owns
+			// the matching state-machine snapshot, and the slots it covers are executed.
+			if e.chosenBallot.Less(r.Ballot) {
+				e.chosenBallot = r.Ballot
+			}
 			if r.Index > snap {
 				snap = r.Index
 				e.log.dropBefore(snap + 1)
@@ -179,6 +199,7 @@ func (e *Engine) restore(recs []protocol.Record) {
 	}
 	e.maxSeen = e.promised
 	e.commitIndex = snap
+	e.snapIndex = snap
 	e.log.dropBefore(snap + 1)
 	if e.log.base <= snap {
 		e.log.base = snap + 1
@@ -238,6 +259,9 @@ func (e *Engine) Step(m protocol.Message) {
 		return
 	case protocol.MsgCatchUp:
 		e.handleCatchUp(&m)
+		return
+	case protocol.MsgSnapshot:
+		e.handleSnapshot(&m)
 		return
 	case protocol.MsgAccept, protocol.MsgHeartbeat, protocol.MsgCommit:
 		// Messages of a leader's ballot: a lower ballot is refused with the promised one so
@@ -310,17 +334,28 @@ func consume[T any](buf []T, n int) []T {
 	return buf[:rest]
 }
 
-// compact drops the oldest committed slots beyond RetainCmds.
+// compact drops the oldest slots covered by the compacted frontier while the committed
+// commands in memory exceed RetainCmds. Slots above the frontier are never dropped: LiveRecords
+// must be able to rebuild them (a replica that forgot an accepted value of a chosen slot could
+// let a later leader choose another), and peers may need them.
 func (e *Engine) compact() {
 	if e.retained <= e.cfg.RetainCmds {
 		return
 	}
 	s := e.log.base
-	for s <= e.commitIndex && e.retained > e.cfg.RetainCmds {
+	for s <= e.snapIndex && e.retained > e.cfg.RetainCmds {
 		e.retained -= len(e.log.get(s).cmds)
 		s++
 	}
 	e.log.dropBefore(s)
+}
+
+// dropThrough forgets every slot up to s, keeping the count of retained commands right.
+func (e *Engine) dropThrough(s uint64) {
+	for x := e.log.base; x <= min(s, e.commitIndex, e.log.last()); x++ {
+		e.retained -= len(e.log.get(x).cmds)
+	}
+	e.log.dropBefore(s + 1)
 }
 
 // index returns the position of r in replicas, or -1.

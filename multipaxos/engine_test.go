@@ -2,6 +2,7 @@ package multipaxos
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -159,7 +160,7 @@ func TestSingleReplica(t *testing.T) {
 // map order); another seed changes election timing.
 func TestDeterminism(t *testing.T) {
 	transcript := func(seed uint64) string {
-		nw := chaos(t, seed, 3000, false, nil)
+		nw := chaos(t, seed, 3000, chaosOpts{})
 		var b strings.Builder
 		for _, nd := range nw.nodes {
 			b.WriteString(strings.Join(nd.readys, "\n"))
@@ -176,8 +177,10 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
-// Committed slots that fell out of memory (RetainCmds) are not lost to a candidate that
-// needs them: it refuses to lead rather than fill them with no-ops.
+// Committed slots that fell out of memory (compacted, nothing retained) are not lost to a
+// candidate that needs them: it refuses to lead rather than fill them with no-ops, and asks
+// the promiser that reported them; it gets a snapshot, and its next campaign succeeds with
+// the chosen values intact.
 func TestCandidateRefusesToLeadWithoutChosenValues(t *testing.T) {
 	nw := newNetwork(t, 3, 1, func(c *Config) { c.RetainCmds = 0 })
 	l := nw.electLeader(100)
@@ -186,19 +189,55 @@ func TestCandidateRefusesToLeadWithoutChosenValues(t *testing.T) {
 		lag = 2
 	}
 	nw.isolate(lag)
+	var want []string
 	for i := range 5 {
-		nw.propose(l, put(1, uint64(i+1), "k", "v"))
+		c := put(1, uint64(i+1), "k", strconv.Itoa(i))
+		want = append(want, value([]protocol.Command{c}))
+		nw.propose(l, c)
 		nw.deliverAll()
+	}
+	for _, nd := range nw.nodes {
+		if nd.id != lag {
+			nw.compact(nd.id, true) // every chosen slot is now only in snapshots
+		}
 	}
 	nw.heal()
 	nw.queue = nil
 	nw.node(lag).e.campaign()
 	nw.collect(lag)
-	nw.deliverAll()
+	// Phase 1 only: Prepares out, Promises back.
+	for _, m := range nw.take(isType(protocol.MsgPrepare)) {
+		nw.deliver(m)
+	}
+	for _, m := range nw.take(isType(protocol.MsgPromise)) {
+		nw.deliver(m)
+	}
 	if r := nw.node(lag).e.Role(); r == RoleLeader {
 		t.Fatal("a replica that cannot learn chosen slots became leader")
 	}
 	if got := nw.node(lag).committedValues(); len(got) != 0 {
 		t.Fatalf("lagging replica committed %v", got)
 	}
+	asks := nw.take(isType(protocol.MsgCatchUp))
+	if len(asks) != 1 || asks[0].Index != 1 {
+		t.Fatalf("refusing candidate sent %v, want one catch-up from slot 1", asks)
+	}
+	nw.deliver(asks[0])
+	snaps := nw.take(isType(protocol.MsgSnapshot))
+	if len(snaps) != 1 || snaps[0].Index != 5 {
+		t.Fatalf("catch-up below the compacted frontier answered with %v, want one snapshot of slot 5", snaps)
+	}
+	nw.deliver(snaps[0])
+	nw.deliverAll()
+	nw.requireLogs(want...)
+	// Now it knows every chosen value: it may lead, and the log continues after slot 5.
+	nw.node(lag).e.campaign()
+	nw.collect(lag)
+	nw.deliverAll()
+	if nw.leader() != lag {
+		t.Fatalf("leader %d after the caught-up replica campaigned, want %d", nw.leader(), lag)
+	}
+	nw.propose(lag, put(2, 1, "z", "after"))
+	nw.deliverAll()
+	nw.requireLogs(append(want, "z=after")...)
 }

@@ -17,15 +17,24 @@ import (
 // commit different values for one slot.
 
 type node struct {
-	id        protocol.ReplicaID
-	cfg       Config
-	e         *Engine
-	disk      []protocol.Record   // what was persisted: survives crashes
-	log       []protocol.Instance // committed slots of this incarnation, in order
+	id   protocol.ReplicaID
+	cfg  Config
+	e    *Engine
+	disk []protocol.Record // what was persisted: survives crashes
+	// The state machine of this incarnation: snap holds the values of slots 1..len(snap)
+	// it was restored from (a snapshot), log the committed slots applied since, in order.
+	snap []string
+	log  []protocol.Instance
+	// snaps are the durable state-machine snapshots by frontier slot (the runtime's
+	// snapshot files): made by compaction or received in a MsgSnapshot; survive crashes.
+	snaps     map[uint64][]string
 	redirects []protocol.Command
 	readys    []string // a transcript, for determinism checks
 	up        bool
 }
+
+// executed is the slot up to which the node's state machine has applied commands.
+func (nd *node) executed() uint64 { return uint64(len(nd.snap) + len(nd.log)) }
 
 type envelope struct {
 	m  protocol.Message
@@ -42,6 +51,7 @@ type network struct {
 	cut     map[[2]protocol.ReplicaID]bool // directed links that drop everything
 	drop    func(m protocol.Message) bool  // extra filter applied when a message is sent
 
+	installed  int               // snapshots installed (MsgSnapshot ahead of the receiver)
 	chosen     map[uint64]string // slot -> value first committed anywhere
 	violations []string
 	tolerate   bool // record agreement violations instead of failing (mutation tests)
@@ -63,7 +73,7 @@ func newNetwork(t testing.TB, n int, seed int64, mod func(*Config)) *network {
 		if mod != nil {
 			mod(&cfg)
 		}
-		nd := &node{id: id, cfg: cfg}
+		nd := &node{id: id, cfg: cfg, snaps: map[uint64][]string{}}
 		nw.nodes = append(nw.nodes, nd)
 		nw.start(nd)
 	}
@@ -76,12 +86,70 @@ func (nw *network) start(nd *node) {
 	nw.t.Helper()
 	cfg := nd.cfg
 	cfg.Records = slices.Clone(nd.disk)
+	// Like the runtime, restore the state machine from the snapshot the records start
+	// from (the engine uses the highest RecordSnapshot).
+	snapAt := diskSnapshot(nd.disk)
+	sm, ok := nd.snaps[snapAt]
+	if !ok && snapAt > 0 {
+		nw.t.Fatalf("replica %d: records name snapshot %d, which was never made durable", nd.id, snapAt)
+	}
 	e, err := New(cfg)
 	if err != nil {
 		nw.t.Fatalf("New(%d): %v", nd.id, err)
 	}
-	nd.e, nd.log, nd.up = e, nil, true
+	nd.e, nd.snap, nd.log, nd.up = e, slices.Clone(sm), nil, true
 	nw.collect(nd.id)
+}
+
+// diskSnapshot returns the highest snapshot frontier named by records.
+func diskSnapshot(recs []protocol.Record) uint64 {
+	var at uint64
+	for _, r := range recs {
+		if r.Type == protocol.RecordSnapshot {
+			at = max(at, r.Index)
+		}
+	}
+	return at
+}
+
+// compact plays the runtime's truncation: snapshot the state machine at the executed
+// frontier, make it durable, Compact, and (if replace) replace the log with LiveRecords.
+func (nw *network) compact(id protocol.ReplicaID, replace bool) {
+	nw.t.Helper()
+	nd := nw.node(id)
+	if !nd.up {
+		return
+	}
+	f := nd.executed()
+	if f != nd.e.CommitIndex() {
+		nw.t.Fatalf("replica %d executed %d, engine commit %d", id, f, nd.e.CommitIndex())
+	}
+	nd.snaps[f] = nd.committedValues()
+	nd.e.Compact([]protocol.InstanceID{{Num: f}})
+	if replace {
+		recs := nd.e.LiveRecords()
+		if len(recs) == 0 || recs[0].Type != protocol.RecordSnapshot || recs[0].Index < f ||
+			!slices.Equal(recs[0].Inst.Deps, []protocol.InstanceID{{Num: recs[0].Index}}) {
+			nw.t.Fatalf("replica %d LiveRecords start %v after Compact(%d), want a RecordSnapshot of the frontier", id, recs[:min(1, len(recs))], f)
+		}
+		nd.disk = slices.Clone(recs)
+		for at := range nd.snaps {
+			if at < recs[0].Index {
+				delete(nd.snaps, at) // no record names it any more
+			}
+		}
+	}
+	nw.collect(id)
+}
+
+// encodeSnapshot and decodeSnapshot stand for the KV snapshot carried in MsgSnapshot.Data.
+func encodeSnapshot(values []string) []byte { return []byte(strings.Join(values, "\x1e")) }
+
+func decodeSnapshot(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return strings.Split(string(b), "\x1e")
 }
 
 // crash stops a node: its in-memory state and the messages addressed to it are lost.
@@ -119,6 +187,14 @@ func (nw *network) collect(id protocol.ReplicaID) {
 		if m.From != id || m.To == id || m.To == 0 {
 			nw.t.Fatalf("replica %d sent a malformed message %v", id, m)
 		}
+		if m.Type == protocol.MsgSnapshot {
+			// The runtime fills Data with the snapshot matching the engine's frontier.
+			sm, ok := nd.snaps[m.Index]
+			if !ok || len(m.Data) != 0 || !slices.Equal(m.Deps, []protocol.InstanceID{{Num: m.Index}}) {
+				nw.t.Fatalf("replica %d sent snapshot %v deps %v data %d bytes: no such durable snapshot or malformed", id, m, m.Deps, len(m.Data))
+			}
+			m.Data = encodeSnapshot(sm)
+		}
 		if nw.cut[[2]protocol.ReplicaID{m.From, m.To}] || (nw.drop != nil && nw.drop(m)) {
 			continue
 		}
@@ -134,7 +210,7 @@ func (nw *network) collect(id protocol.ReplicaID) {
 
 func (nw *network) checkCommitted(nd *node, inst protocol.Instance) {
 	nw.t.Helper()
-	s := uint64(len(nd.log)) + 1
+	s := nd.executed() + 1
 	if inst.ID != (protocol.InstanceID{Num: s}) || inst.Seq != s || inst.Status != protocol.StatusCommitted {
 		nw.t.Fatalf("replica %d committed %v seq %d status %v, want slot %d in order", nd.id, inst.ID, inst.Seq, inst.Status, s)
 	}
@@ -148,7 +224,11 @@ func (nw *network) checkCommitted(nd *node, inst protocol.Instance) {
 	if len(inst.Cmds) == 0 {
 		nw.t.Fatalf("replica %d committed slot %d with no command", nd.id, s)
 	}
-	v := value(inst.Cmds)
+	nw.checkChosen(nd, s, value(inst.Cmds))
+}
+
+func (nw *network) checkChosen(nd *node, s uint64, v string) {
+	nw.t.Helper()
 	if prev, ok := nw.chosen[s]; !ok {
 		nw.chosen[s] = v
 	} else if prev != v {
@@ -196,6 +276,25 @@ func (nw *network) deliver(m protocol.Message) {
 	nw.t.Helper()
 	nd := nw.node(m.To)
 	if !nd.up {
+		return
+	}
+	if m.Type == protocol.MsgSnapshot && m.Index > nd.executed() {
+		// The runtime restores the state machine, makes the snapshot durable, then Steps.
+		sm := decodeSnapshot(m.Data)
+		if uint64(len(sm)) != m.Index {
+			nw.t.Fatalf("snapshot %v holds %d slots", m, len(sm))
+		}
+		for i, v := range sm {
+			nw.checkChosen(nd, uint64(i+1), v)
+		}
+		nd.snap, nd.log = sm, nil
+		nd.snaps[m.Index] = slices.Clone(sm)
+		nw.installed++
+		nd.e.Step(m)
+		if c := nd.e.CommitIndex(); c < m.Index {
+			nw.t.Fatalf("replica %d installed snapshot %d but its commit point is %d", nd.id, m.Index, c)
+		}
+		nw.collect(m.To)
 		return
 	}
 	nd.e.Step(m)
@@ -314,9 +413,9 @@ func (nw *network) allFollow(l protocol.ReplicaID) bool {
 
 // committedValues returns a node's committed values in slot order.
 func (nd *node) committedValues() []string {
-	out := make([]string, len(nd.log))
-	for i, inst := range nd.log {
-		out[i] = value(inst.Cmds)
+	out := slices.Clone(nd.snap)
+	for _, inst := range nd.log {
+		out = append(out, value(inst.Cmds))
 	}
 	return out
 }

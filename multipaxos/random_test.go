@@ -25,12 +25,26 @@ func randomSeeds(t *testing.T, short int) int {
 	return short
 }
 
+// chaosOpts vary a chaos run.
+type chaosOpts struct {
+	tolerate bool          // record agreement violations instead of failing (mutation tests)
+	mod      func(*Config) // knobs
+	// compact makes replicas truncate at random moments, as the runtime does: snapshot,
+	// Compact, and sometimes replace the log with LiveRecords. Lagging and restarted
+	// replicas then catch up by snapshot transfer.
+	compact bool
+}
+
 // chaos drives a cluster through a seeded random schedule: ticks, reordered, dropped and
 // duplicated messages, proposals anywhere, crashes with restart from records, and
 // partitions. The harness fails the test as soon as two replicas commit different values
 // for one slot. It returns the network for liveness checks.
-func chaos(t *testing.T, seed uint64, steps int, tolerate bool, mod func(*Config)) *network {
+func chaos(t *testing.T, seed uint64, steps int, opts chaosOpts) *network {
+	tolerate, mod := opts.tolerate, opts.mod
 	rng := rand.New(rand.NewPCG(seed, 0x9a05))
+	// A separate stream, so that runs without compaction keep their schedules.
+	crng := rand.New(rand.NewPCG(seed, 0xc0c0))
+	pCompact := crng.Float64() * 0.03
 	n := []int{3, 5}[rng.IntN(2)]
 	election := 4 + rng.IntN(8)
 	heartbeat := 1 + rng.IntN(election-1)
@@ -47,6 +61,9 @@ func chaos(t *testing.T, seed uint64, steps int, tolerate bool, mod func(*Config
 	seq := uint64(0)
 	down := 0
 	for range steps {
+		if opts.compact && crng.Float64() < pCompact {
+			nw.compact(protocol.ReplicaID(1+crng.IntN(n)), crng.IntN(2) == 0)
+		}
 		switch x := rng.Float64(); {
 		case x < 0.25:
 			nw.now++
@@ -149,19 +166,19 @@ func (nw *network) requireLiveness(t *testing.T) {
 func TestRandomizedAgreement(t *testing.T) {
 	for seed := range uint64(randomSeeds(t, 60)) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			nw := chaos(t, seed, 4000, false, nil)
+			nw := chaos(t, seed, 4000, chaosOpts{})
 			nw.requireLiveness(t)
 		})
 	}
 }
 
-// The same with almost no committed slots retained in memory: lagging replicas may be unable
-// to catch up (they would need a snapshot), and a candidate that cannot learn a chosen slot
-// must not lead; agreement must hold regardless.
+// The same with compaction and almost no committed slots retained in memory: lagging
+// replicas often need snapshots, and a candidate that cannot learn a chosen slot must not
+// lead; agreement must hold regardless (liveness is TestRandomizedAgreementWithCompaction's).
 func TestRandomizedAgreementTinyRetention(t *testing.T) {
 	for seed := range uint64(randomSeeds(t, 30)) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			chaos(t, seed, 4000, false, func(c *Config) { c.RetainCmds = int(seed % 8) })
+			chaos(t, seed, 4000, chaosOpts{compact: true, mod: func(c *Config) { c.RetainCmds = int(seed % 8) }})
 		})
 	}
 }
@@ -170,10 +187,29 @@ func TestRandomizedAgreementTinyRetention(t *testing.T) {
 func TestRandomizedFindsUnsafeMutation(t *testing.T) {
 	found := 0
 	for seed := range uint64(randomSeeds(t, 60)) {
-		nw := chaos(t, seed, 4000, true, func(c *Config) { c.UnsafeIgnorePromisedValues = true })
+		nw := chaos(t, seed, 4000, chaosOpts{tolerate: true, mod: func(c *Config) { c.UnsafeIgnorePromisedValues = true }})
 		found += len(nw.violations)
 	}
 	if found == 0 {
 		t.Fatal("no agreement violation found with UnsafeIgnorePromisedValues")
 	}
+}
+
+// Agreement and liveness with truncation on: replicas compact at random moments (often
+// with almost nothing retained), sometimes replacing their log with LiveRecords, and crash
+// and restart from those records; lagging and restarted replicas catch up by snapshot
+// transfer and then the log. Snapshots are checked against the chosen values slot by slot.
+func TestRandomizedAgreementWithCompaction(t *testing.T) {
+	installed := 0
+	for seed := range uint64(randomSeeds(t, 60)) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			nw := chaos(t, seed, 4000, chaosOpts{compact: true, mod: func(c *Config) { c.RetainCmds = int(seed % 5) }})
+			nw.requireLiveness(t)
+			installed += nw.installed
+		})
+	}
+	if installed == 0 {
+		t.Fatal("no snapshot was ever installed: the test does not exercise snapshot catch-up")
+	}
+	t.Logf("%d snapshots installed", installed)
 }

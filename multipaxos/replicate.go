@@ -158,6 +158,12 @@ func stepFollower(e *Engine, m protocol.Message) {
 		if m.Inst.Replica != 0 || s == 0 {
 			return
 		}
+		if bound, chosen := e.chosenBound(s); chosen && m.Ballot.Less(bound) {
+			// A stale leader re-proposing a slot chosen in a higher ballot: its value may
+			// differ from the chosen one. Refuse, and tell it the higher ballot.
+			e.send(protocol.Message{Type: protocol.MsgNack, To: m.From, Ballot: bound, Inst: m.Inst})
+			return
+		}
 		if s > e.commitIndex {
 			if s-e.commitIndex > maxAheadSlots {
 				return // far behind: learn by catch-up first
@@ -168,7 +174,8 @@ func stepFollower(e *Engine, m protocol.Message) {
 				e.persistSlot(s, sl)
 			}
 		}
-		// A committed slot holds the chosen value, the only one any leader can propose now.
+		// A committed slot holds the chosen value, the only one a leader can propose in a
+		// ballot at or above chosenBound (checked above).
 		e.send(protocol.Message{Type: protocol.MsgAccepted, To: m.From, Ballot: m.Ballot, Inst: m.Inst, OK: true})
 		e.learnCommit(m.Index)
 	case protocol.MsgHeartbeat:
