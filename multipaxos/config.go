@@ -3,6 +3,7 @@ package multipaxos
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/parliament-lab/parliament/protocol"
 )
@@ -37,6 +38,12 @@ type Config struct {
 	// dropped, so memory stays bounded only if the runtime compacts periodically. A peer
 	// that needs slots already dropped gets a snapshot (MsgSnapshot). Default 1<<18.
 	RetainCmds int
+	// PreferredLeader, when not 0, is the replica that should lead first (the benchmark's
+	// --leader SITE): on a fresh start (nothing promised or committed yet) it campaigns
+	// after one tick, while the others draw their normal randomized timeouts, so it is
+	// reliably the first leader. After that, and after any failure or restart, elections
+	// are the normal randomized ones (the preferred replica does not take leadership back).
+	PreferredLeader protocol.ReplicaID
 
 	// UnsafeIgnorePromisedValues makes a new leader ignore the values found in phase 1 and
 	// propose its own commands (or no-ops) instead. It BREAKS SAFETY on purpose, so that the
@@ -74,6 +81,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBatch < 1 {
 		return fmt.Errorf("%w: MaxBatch is %d, must be at least 1", ErrConfig, c.MaxBatch)
+	}
+	if c.PreferredLeader != 0 && !slices.Contains(c.Replicas, c.PreferredLeader) {
+		return fmt.Errorf("%w: PreferredLeader is %d, not one of Replicas %v (0 = none)", ErrConfig, c.PreferredLeader, c.Replicas)
 	}
 	if c.RetainCmds < 0 {
 		return fmt.Errorf("%w: RetainCmds is %d, must not be negative", ErrConfig, c.RetainCmds)

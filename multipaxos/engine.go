@@ -159,6 +159,11 @@ func New(cfg Config) (*Engine, error) {
 	e.snapNext = make([]uint64, len(e.replicas))
 	e.restore(cfg.Records)
 	e.becomeFollower(0)
+	if cfg.PreferredLeader == e.id && e.promised.IsZero() && e.commitIndex == 0 {
+		// A fresh cluster's preferred leader campaigns at the first tick, well before any
+		// other replica's timeout (at least ElectionTicks) runs out.
+		e.electionTimeout = 1
+	}
 	return e, nil
 }
 
