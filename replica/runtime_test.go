@@ -239,7 +239,7 @@ func TestStartErrors(t *testing.T) {
 
 func TestLatencyRank(t *testing.T) {
 	cl := config.Generate(config.EPaxos, 5, 7000, "") // CA VA OR IE JP
-	got := LatencyRank(cl, 1)                          // from CA: OR 21, VA 60, JP 112, IE 141
+	got := LatencyRank(cl, 1)                         // from CA: OR 21, VA 60, JP 112, IE 141
 	want := []protocol.ReplicaID{3, 2, 5, 4}
 	for i := range want {
 		if got[i] != want[i] {
