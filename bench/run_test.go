@@ -50,8 +50,8 @@ func TestInProcessLatencyNearOptimum(t *testing.T) {
 }
 
 // TestFailureGap crashes the Multi-Paxos leader and an EPaxos replica: Multi-Paxos stops
-// committing until a new leader is elected (at least the 290ms election timeout that
-// aws-3site's RTTs call for), EPaxos keeps committing at the other sites.
+// committing until a new leader is elected (at least the 500ms election timeout),
+// EPaxos keeps committing at the other sites.
 func TestFailureGap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("failure runs take ~10s")
@@ -80,8 +80,8 @@ func TestFailureGap(t *testing.T) {
 			t.Errorf("%s: nothing completed in the last second after the crash", proto)
 		}
 	}
-	if mp := gaps[workloads.MultiPaxos]; mp < 0.29 || mp < base[workloads.MultiPaxos]+0.2 {
-		t.Errorf("multipaxos gap %.2fs (%.2fs before the crash), want at least the election timeout (0.29s)", mp, base[workloads.MultiPaxos])
+	if mp := gaps[workloads.MultiPaxos]; mp < 0.45 || mp < base[workloads.MultiPaxos]+0.3 {
+		t.Errorf("multipaxos gap %.2fs (%.2fs before the crash), want about the election timeout (0.5-1s)", mp, base[workloads.MultiPaxos])
 	}
 	// EPaxos: no gap beyond what the closed loop shows without a failure (a loaded 2-core
 	// machine under -race adds pauses of its own).

@@ -32,6 +32,8 @@ type SuiteOptions struct {
 //     commands/s (latency vs throughput).
 //   - failure: the 5-site WAN at 0% conflict, the CA replica (Multi-Paxos: the leader)
 //     crashes 4s into the load (Figure 10).
+//
+// Multi-Paxos runs use an election timeout of 50 ticks (see Config.electionTicks).
 func DefaultSuite(o SuiteOptions) []Config {
 	aws := workloads.AWS5()
 	var out []Config

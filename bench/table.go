@@ -33,10 +33,10 @@ func WriteTable(w io.Writer, f *result.File) error {
 	}
 	if runs := f.RunsOf(ExpThroughput); len(runs) > 0 {
 		fmt.Fprintln(tw, "Throughput vs conflict rate")
-		line("protocol", "conflict%", "wan", "ops/s", "fast path", "msgs/cmd", "bytes/cmd", "p50 ms", "p99 ms")
+		line("protocol", "conflict%", "wan", "ops/s", "fast path", "msgs/cmd", "bytes/cmd", "p50 ms", "p99 ms", "elections")
 		for _, r := range runs {
 			line(r.Protocol, fmt.Sprintf("%g", r.Conflict), r.WAN, fmt.Sprintf("%.0f", r.ThroughputOps), fastPath(r),
-				fmt.Sprintf("%.1f", r.MsgsPerCmd), fmt.Sprintf("%.0f", r.BytesPerCmd), ms(r.Commit.P50), ms(r.Commit.P99))
+				fmt.Sprintf("%.2f", r.MsgsPerCmd), fmt.Sprintf("%.0f", r.BytesPerCmd), ms(r.Commit.P50), ms(r.Commit.P99), fmt.Sprint(r.Elections))
 		}
 		line()
 	}

@@ -52,12 +52,16 @@ func TestConfigValidate(t *testing.T) {
 
 func TestElectionTicksFollowTheWAN(t *testing.T) {
 	c := Config{Tick: 10 * time.Millisecond}
-	if got := c.electionTicks(nil); got != 0 {
-		t.Errorf("no WAN: %d, want the engine default (0)", got)
+	if got := c.electionTicks(nil); got != 50 {
+		t.Errorf("no WAN: %d, want 50", got)
 	}
-	// aws-5site's largest RTT is 204.4ms: twice that is 41 ticks of 10ms.
-	if got := c.electionTicks(workloads.AWS5()); got != 41 {
-		t.Errorf("aws-5site: %d, want 41", got)
+	// aws-5site's largest RTT is 204.4ms: twice that is 41 ticks of 10ms, below 50.
+	if got := c.electionTicks(workloads.AWS5()); got != 50 {
+		t.Errorf("aws-5site: %d, want 50", got)
+	}
+	slow := &workloads.Matrix{Sites: []string{"A", "B"}, RTTMillis: [][]float64{{0, 400}, {400, 0}}}
+	if got := c.electionTicks(slow); got != 80 {
+		t.Errorf("400ms RTT: %d, want 80", got)
 	}
 	c.ElectionTicks = 7
 	if c.electionTicks(workloads.AWS5()) != 7 {

@@ -67,6 +67,7 @@ type Run struct {
 	MsgsPerCmd    float64 `json:"msgs_per_cmd"`    // peer messages sent by all replicas per completed command
 	BytesPerCmd   float64 `json:"bytes_per_cmd"`   // peer bytes sent per completed command (0 when unknown)
 	Errors        int64   `json:"errors"`          // commands that failed or timed out
+	Elections     uint64  `json:"elections"`       // Multi-Paxos leader elections won during the measured window (0 in a steady run)
 
 	Fail *Failure `json:"fail,omitempty"` // the crash injected, if any
 
