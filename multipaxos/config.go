@@ -44,6 +44,14 @@ type Config struct {
 	// reliably the first leader. After that, and after any failure or restart, elections
 	// are the normal randomized ones (the preferred replica does not take leadership back).
 	PreferredLeader protocol.ReplicaID
+	// ProposeTakesOwnership lets the engine keep the slice passed to Propose (and the Cmds
+	// of a forwarded MsgForward) instead of copying it: the caller must hand over a slice
+	// it will not modify or reuse afterwards (the runtime passes a fresh slice per call).
+	// The engine never modifies it either; it may put it, or parts of it, in a slot as is.
+	// When false, Propose copies the Command structs. Either way the engine keeps the byte
+	// slices inside each Command (Key, Value, Old) without copying: they must not be
+	// modified after Propose. DefaultConfig sets it.
+	ProposeTakesOwnership bool
 
 	// UnsafeIgnorePromisedValues makes a new leader ignore the values found in phase 1 and
 	// propose its own commands (or no-ops) instead. It BREAKS SAFETY on purpose, so that the
@@ -59,6 +67,8 @@ func DefaultConfig() Config {
 		Window:         64,
 		MaxBatch:       4096,
 		RetainCmds:     1 << 18,
+
+		ProposeTakesOwnership: true,
 	}
 }
 

@@ -194,8 +194,8 @@ func (e *Engine) becomeLeader() {
 			// 1 found. This can replace a chosen value.
 			if len(e.pending) > 0 {
 				n := min(len(e.pending), e.cfg.MaxBatch)
-				cmds = append([]protocol.Command(nil), e.pending[:n]...)
-				e.pending = consume(e.pending, n)
+				cmds = e.pending[:n:n]
+				e.pending = e.pending[n:]
 			} else {
 				cmds = []protocol.Command{protocol.Noop()}
 			}

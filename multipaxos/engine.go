@@ -241,12 +241,27 @@ func (e *Engine) Stats() protocol.Stats { return e.stats }
 
 // Propose implements protocol.Engine. Commands proposed before the next Ready go into one
 // slot (up to MaxBatch) at the leader, one MsgForward at a follower that knows the leader,
-// or Ready.Redirect when no leader is known.
+// or Ready.Redirect when no leader is known. With ProposeTakesOwnership the engine may keep
+// cmds itself (never modifying it); the byte slices inside the commands are always kept.
 func (e *Engine) Propose(cmds []protocol.Command) {
 	if len(cmds) == 0 {
 		return
 	}
 	e.stats.Proposed += uint64(len(cmds))
+	e.enqueue(cmds)
+}
+
+// enqueue adds cmds to the proposals not yet in a slot. The first batch after a flush is
+// kept as is when the caller handed it over (the common case: one Propose per Ready, so a
+// slot holds the caller's slice and nothing is copied); its capacity is clipped, so that
+// appending a later batch copies into a new array instead of writing into the caller's.
+// pending is never modified in place: it is handed out whole or by sub-slices, then
+// dropped (set to nil), so that a borrowed array is never cleared or overwritten.
+func (e *Engine) enqueue(cmds []protocol.Command) {
+	if len(e.pending) == 0 && e.cfg.ProposeTakesOwnership {
+		e.pending = cmds[:len(cmds):len(cmds)]
+		return
+	}
 	e.pending = append(e.pending, cmds...)
 }
 
@@ -412,8 +427,7 @@ func (e *Engine) resetElectionTimer() {
 func (e *Engine) becomeFollower(leader protocol.ReplicaID) {
 	if e.role == RoleLeader && len(e.pending) > 0 {
 		e.redirect = append(e.redirect, e.pending...)
-		clear(e.pending)
-		e.pending = e.pending[:0]
+		e.pending = nil
 	}
 	if e.role != RoleFollower || e.leader != leader {
 		e.logger.Debug("multipaxos: following", "replica", e.id, "leader", leader, "ballot", e.promised)

@@ -2,6 +2,8 @@ package multipaxos
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -292,4 +294,52 @@ func TestPreferredLeader(t *testing.T) {
 	nw.propose(next, put(1, 2, "b", "2"))
 	nw.deliverAll()
 	nw.requireLogs("a=1", "b=2")
+}
+
+// Propose ownership: with ProposeTakesOwnership the leader's slot holds the caller's slice
+// itself (no copy); without it, a copy. Either way the engine never writes into an array the
+// caller handed over — not its elements and not its spare capacity — whether the batch is
+// split at MaxBatch, waits for the window, is forwarded by a follower or redirected.
+func TestProposeOwnership(t *testing.T) {
+	for _, own := range []bool{true, false} {
+		t.Run(fmt.Sprintf("owned=%v", own), func(t *testing.T) {
+			nw := newNetwork(t, 3, 1, func(c *Config) { c.ProposeTakesOwnership, c.MaxBatch, c.Window = own, 2, 1 })
+			var handed [][]protocol.Command // full capacity of every slice handed over
+			var originals [][]protocol.Command
+			batch := func(vals ...string) []protocol.Command {
+				b := make([]protocol.Command, len(vals), len(vals)+2) // spare capacity a careless append would use
+				for i, v := range vals {
+					b[i] = put(1, uint64(len(handed)*10+i+1), "k", v)
+				}
+				handed = append(handed, b[:cap(b)])
+				originals = append(originals, slices.Clone(b[:cap(b)]))
+				return b
+			}
+			nw.propose(2, batch("r")...) // no leader yet: redirected
+			l := nw.electLeader(100)
+			e := nw.node(l).e
+			first := batch("a", "b", "c")
+			e.Propose(first)
+			nw.collect(l) // slot 1 = a,b; c waits for the window
+			if shared := &e.log.get(1).cmds[0] == &first[0]; shared != own {
+				t.Fatalf("slot 1 shares the caller's array: %v, want %v", shared, own)
+			}
+			e.Propose(batch("d")) // appended after c: must not land in first's spare capacity
+			nw.collect(l)
+			f := l%3 + 1
+			nw.node(f).e.Propose(batch("x"))
+			nw.node(f).e.Propose(batch("y"))
+			nw.collect(f) // one MsgForward of x,y
+			nw.deliverAll()
+			nw.tickAll(5)
+			nw.requireLogs("k=a,k=b", "k=c,k=d", "k=x,k=y")
+			for i := range handed {
+				for j := range handed[i] {
+					if value(handed[i][j:j+1]) != value(originals[i][j:j+1]) || handed[i][j].Seq != originals[i][j].Seq {
+						t.Fatalf("batch %d element %d changed from %+v to %+v", i, j, originals[i][j], handed[i][j])
+					}
+				}
+			}
+		})
+	}
 }

@@ -15,29 +15,22 @@ func (e *Engine) flushProposals() {
 	}
 	switch {
 	case e.role == RoleLeader:
+		// Slots get sub-slices of pending, never copies (see enqueue): the common case is
+		// one slot holding the whole batch, as proposed.
 		for len(e.pending) > 0 && e.log.last()-e.commitIndex < uint64(e.cfg.Window) {
-			if len(e.pending) <= e.cfg.MaxBatch {
-				// The common case: hand the whole buffer to the slot (no second copy); the
-				// next Propose starts a fresh one.
-				n := len(e.pending)
-				e.proposeSlot(e.pending[:n:n])
-				e.pending = nil
-				break
-			}
-			n := e.cfg.MaxBatch
-			cmds := make([]protocol.Command, n)
-			copy(cmds, e.pending)
-			e.pending = consume(e.pending, n)
-			e.proposeSlot(cmds)
+			n := min(len(e.pending), e.cfg.MaxBatch)
+			e.proposeSlot(e.pending[:n:n])
+			e.pending = e.pending[n:]
+		}
+		if len(e.pending) == 0 {
+			e.pending = nil
 		}
 	case e.leader != 0:
-		e.send(protocol.Message{Type: protocol.MsgForward, To: e.leader, Cmds: append([]protocol.Command(nil), e.pending...)})
-		clear(e.pending)
-		e.pending = e.pending[:0]
+		e.send(protocol.Message{Type: protocol.MsgForward, To: e.leader, Cmds: e.pending})
+		e.pending = nil
 	default:
 		e.redirect = append(e.redirect, e.pending...)
-		clear(e.pending)
-		e.pending = e.pending[:0]
+		e.pending = nil
 	}
 }
 
@@ -145,7 +138,7 @@ func stepLeader(e *Engine, m protocol.Message) {
 			e.heard |= 1 << e.index(m.From)
 		}
 	case protocol.MsgForward:
-		e.pending = append(e.pending, m.Cmds...)
+		e.enqueue(m.Cmds) // kept, never modified (protocol.Message allows it)
 	}
 }
 
