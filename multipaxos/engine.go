@@ -2,7 +2,10 @@
 // deterministic state machine implementing protocol.Engine: one leader, elected by phase 1
 // over every slot above its commit point, then phase 2 per slot, pipelined (Window) and
 // batched (MaxBatch). The engine performs no I/O, reads no clock and starts no goroutine;
-// election jitter comes from Config.Seed. See docs/multipaxos.md.
+// election jitter comes from Config.Seed. It implements protocol.Compactor: the runtime
+// compacts it at its state-machine snapshots, and peers behind the compacted frontier catch
+// up by snapshot transfer (snapshot.go). Propose keeps the caller's slice when
+// Config.ProposeTakesOwnership is set (the default). See docs/multipaxos.md.
 package multipaxos
 
 import (

@@ -1,6 +1,10 @@
 package multipaxos
 
-import "github.com/parliament-lab/parliament/protocol"
+import (
+	"math"
+
+	"github.com/parliament-lab/parliament/protocol"
+)
 
 // Truncation and snapshot catch-up (protocol.Compactor). The runtime snapshots the state
 // machine at its executed frontier [{0, F}] and calls Compact once the snapshot is durable;
@@ -111,8 +115,8 @@ func (e *Engine) handleSnapshot(m *protocol.Message) {
 	if !ok {
 		snap = m.Index
 	}
-	if snap <= e.commitIndex {
-		return // stale or duplicate: we are already there
+	if snap <= e.commitIndex || snap == math.MaxUint64 {
+		return // stale or duplicate (we are already there), or corrupt
 	}
 	if e.role != RoleFollower {
 		e.becomeFollower(0)

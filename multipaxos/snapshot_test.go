@@ -1,6 +1,7 @@
 package multipaxos
 
 import (
+	"math"
 	"slices"
 	"strconv"
 	"testing"
@@ -242,11 +243,13 @@ func TestSnapshotInstalledByLeaderStepsDown(t *testing.T) {
 	if last[0].Type != protocol.RecordSnapshot || last[0].Index != 3 || last[1].Type != protocol.RecordCommitIndex || last[1].Index != 3 {
 		t.Fatalf("persisted %+v, want RecordSnapshot 3 then RecordCommitIndex 3", last)
 	}
-	// A stale copy changes nothing.
+	// A stale copy changes nothing; neither does a corrupt frontier.
 	nw.deliver(protocol.Message{Type: protocol.MsgSnapshot, From: other, To: l, Index: 2,
 		Deps: []protocol.InstanceID{{Num: 2}}, Data: encodeSnapshot(sm[:2])})
+	e.Step(protocol.Message{Type: protocol.MsgSnapshot, From: other, To: l, Index: math.MaxUint64,
+		Deps: []protocol.InstanceID{{Num: math.MaxUint64}}})
 	if e.CommitIndex() != 3 {
-		t.Fatalf("stale snapshot moved the commit point to %d", e.CommitIndex())
+		t.Fatalf("stale or corrupt snapshot moved the commit point to %d", e.CommitIndex())
 	}
 }
 
