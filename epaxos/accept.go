@@ -19,6 +19,9 @@ func (e *Engine) startAccept(inst *instance, ls *lead, cmds []protocol.Command, 
 func (e *Engine) onAccept(m *protocol.Message) {
 	inst := e.get(m.Inst, true)
 	if inst == nil {
+		if e.gone(m.Inst) {
+			e.sendSnapshot(m.From) // forgotten here: the peer is behind
+		}
 		return
 	}
 	if inst.status == protocol.StatusCommitted {
@@ -79,11 +82,11 @@ func (e *Engine) commitInst(inst *instance, cmds []protocol.Command, deps []uint
 	e.emit(inst)
 	e.finishLead(inst)
 	if broadcast {
-		m := protocol.Message{Type: protocol.MsgECommit, Inst: inst.id, Cmds: inst.cmds, Deps: e.list(inst), Seq: inst.seq}
-		for _, p := range e.order {
-			m.To = e.ids[p]
-			e.send(m)
-		}
+		// Announced to every peer at the next Ready, together with the other commits of
+		// that Ready (flushCommits): one ECommitBatch per peer instead of one ECommit per
+		// instance and peer.
+		e.bcast = append(e.bcast, protocol.Instance{ID: inst.id, Status: protocol.StatusCommitted,
+			Seq: inst.seq, Deps: e.list(inst), Cmds: inst.cmds})
 	}
 	if inst.mine {
 		inst.mine = false
@@ -119,4 +122,30 @@ func (e *Engine) onCommit(id protocol.InstanceID, cmds []protocol.Command, deps 
 
 func (e *Engine) sendCommit(inst *instance, to protocol.ReplicaID) {
 	e.send(protocol.Message{Type: protocol.MsgECommit, To: to, Inst: inst.id, Cmds: inst.cmds, Deps: e.list(inst), Seq: inst.seq})
+}
+
+// flushCommits sends the commits decided here since the last Ready to every peer: a
+// single one as ECommit, several as one ECommitBatch per peer (the Insts slice is shared
+// by those messages and never modified). A batch also carries the compacted frontier in
+// Deps once there is one (compact.go).
+func (e *Engine) flushCommits() {
+	switch len(e.bcast) {
+	case 0:
+		return
+	case 1:
+		in := &e.bcast[0]
+		m := protocol.Message{Type: protocol.MsgECommit, Inst: in.ID, Cmds: in.Cmds, Deps: in.Deps, Seq: in.Seq}
+		for _, p := range e.order {
+			m.To = e.ids[p]
+			e.send(m)
+		}
+		e.bcast = e.bcast[:0] // nothing of e.bcast's memory left in the messages
+		return
+	}
+	m := protocol.Message{Type: protocol.MsgECommitBatch, Insts: e.bcast, Deps: e.frontierList()}
+	for _, p := range e.order {
+		m.To = e.ids[p]
+		e.send(m)
+	}
+	e.bcast = nil // handed out: the next batch gets new memory
 }

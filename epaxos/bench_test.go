@@ -13,19 +13,25 @@ import (
 // runs its Ready cycle, and every message sent so far is delivered (one network hop per
 // step, so several instances are in flight per replica, as in a pipelined deployment).
 type memNet struct {
-	engs    []*Engine
-	inbox   [][]protocol.Message
-	spare   [][]protocol.Message
-	keys    [][][]byte // per replica: unique keys, cycled
-	hot     []byte
-	next    []int
-	rng     *rand.Rand
-	commits int
-	cmdBuf  []protocol.Command
-	client  uint64
+	engs     []*Engine
+	inbox    [][]protocol.Message
+	spare    [][]protocol.Message
+	keys     [][][]byte // per replica: unique keys, cycled
+	hot      []byte
+	next     []int
+	rng      *rand.Rand
+	commits  int
+	cmdBuf   []protocol.Command
+	client   uint64
+	cut      protocol.ReplicaID                // a replica cut off from the others (0: none)
+	onCommit func(i int, in protocol.Instance) // optional: every instance emitted at replica index i
 }
 
 func newMemNet(tb testing.TB, n int, thrifty bool) *memNet {
+	return newMemNetCfg(tb, n, func(c *Config) { c.Thrifty = thrifty })
+}
+
+func newMemNetCfg(tb testing.TB, n int, mutate func(*Config)) *memNet {
 	ids := make([]protocol.ReplicaID, n)
 	for i := range ids {
 		ids[i] = protocol.ReplicaID(i + 1)
@@ -34,7 +40,8 @@ func newMemNet(tb testing.TB, n int, thrifty bool) *memNet {
 		keys: make([][][]byte, n), next: make([]int, n), hot: []byte("hot"), rng: rand.New(rand.NewPCG(1, 2))}
 	for i := range ids {
 		cfg := DefaultConfig()
-		cfg.ID, cfg.Replicas, cfg.Thrifty = ids[i], ids, thrifty
+		cfg.ID, cfg.Replicas = ids[i], ids
+		mutate(&cfg)
 		e, err := New(cfg)
 		if err != nil {
 			tb.Fatal(err)
@@ -67,14 +74,20 @@ func (net *memNet) propose(perReplica, conflictPct int) {
 
 // step runs every replica's Ready cycle and delivers what was sent.
 func (net *memNet) step() (sent int) {
-	for _, e := range net.engs {
+	for i, e := range net.engs {
 		rd := e.Ready()
 		for _, m := range rd.Messages {
+			if net.cut != 0 && (m.To == net.cut || m.From == net.cut) {
+				continue
+			}
 			net.inbox[m.To-1] = append(net.inbox[m.To-1], m)
+			sent++
 		}
-		sent += len(rd.Messages)
 		for _, in := range rd.Committed {
 			net.commits += len(in.Cmds)
+			if net.onCommit != nil {
+				net.onCommit(i, in)
+			}
 		}
 		e.Advance(rd)
 	}

@@ -31,6 +31,14 @@ type Config struct {
 	// commands proposed beyond it wait (and are then batched together). Bounding the
 	// pipeline keeps dependency cycles short under 100% conflict. Default 256.
 	MaxInFlight int
+	// RetainInstances bounds, per row, how many executed instances this replica keeps
+	// beyond its compacted frontier for peers that have not reported executing them
+	// (see Compact). A peer that needs a forgotten instance gets a snapshot instead.
+	// Default 100000.
+	RetainInstances int
+	// FrontierTicks is the period at which this replica tells its peers its compacted
+	// frontier (an ECommitBatch carrying Deps only), once Compact was called. Default 10.
+	FrontierTicks int
 	// LatencyRank lists peers closest first, for thrifty quorums. Missing peers rank
 	// after listed ones by ID distance; nil means by ID distance from ID.
 	LatencyRank []protocol.ReplicaID
@@ -51,6 +59,8 @@ func DefaultConfig() Config {
 		RetransmitTicks:   10,
 		MaxBatch:          4096,
 		MaxInFlight:       256,
+		RetainInstances:   100000,
+		FrontierTicks:     10,
 	}
 }
 
@@ -71,6 +81,12 @@ func (c *Config) fillDefaults() {
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = d.MaxInFlight
 	}
+	if c.RetainInstances <= 0 {
+		c.RetainInstances = d.RetainInstances
+	}
+	if c.FrontierTicks <= 0 {
+		c.FrontierTicks = d.FrontierTicks
+	}
 }
 
 // Validate checks the configuration and names the bad field.
@@ -82,9 +98,10 @@ func (c *Config) Validate() error {
 	if n < 3 || n%2 == 0 {
 		return fmt.Errorf("epaxos: config: Replicas has %d members; EPaxos needs an odd number >= 3", n)
 	}
-	if c.RecoveryTicks < 0 || c.ThriftyWidenTicks < 0 || c.RetransmitTicks < 0 || c.MaxBatch < 0 || c.MaxInFlight < 0 {
-		return fmt.Errorf("epaxos: config: negative knob (RecoveryTicks %d, ThriftyWidenTicks %d, RetransmitTicks %d, MaxBatch %d, MaxInFlight %d)",
-			c.RecoveryTicks, c.ThriftyWidenTicks, c.RetransmitTicks, c.MaxBatch, c.MaxInFlight)
+	if c.RecoveryTicks < 0 || c.ThriftyWidenTicks < 0 || c.RetransmitTicks < 0 || c.MaxBatch < 0 || c.MaxInFlight < 0 ||
+		c.RetainInstances < 0 || c.FrontierTicks < 0 {
+		return fmt.Errorf("epaxos: config: negative knob (RecoveryTicks %d, ThriftyWidenTicks %d, RetransmitTicks %d, MaxBatch %d, MaxInFlight %d, RetainInstances %d, FrontierTicks %d)",
+			c.RecoveryTicks, c.ThriftyWidenTicks, c.RetransmitTicks, c.MaxBatch, c.MaxInFlight, c.RetainInstances, c.FrontierTicks)
 	}
 	for _, r := range c.LatencyRank {
 		found := false

@@ -38,7 +38,9 @@
 // Unanswered PreAccept, EAccept, EPrepare and EValidate are retransmitted every
 // RetransmitTicks. Commits are not acknowledged: a replica that misses one learns it by
 // recovering the instance (its recovery timer, or Suspect from the executor), and any
-// replica asked about an instance it has committed answers with ECommit.
+// replica asked about an instance it has committed answers with ECommit. The commits
+// decided here since the last Ready go to each peer as one ECommitBatch (one ECommit
+// when there is a single one).
 //
 // # Ballots and records
 //
@@ -75,13 +77,58 @@
 //     each of them is committed (recovering those that stay uncommitted): if one
 //     committed without depending on the instance, the proposal cannot have been
 //     fast-committed (visibility would be broken) and step 4 runs; if all depend on it,
-//     the candidate is Accepted;
+//     the candidate is Accepted. The wait ends early, with step 4, as soon as the
+//     evidence proves the candidate was not fast-committed: the command leader answers
+//     EPrepare late (replies after the first F+1 are still read), or fewer than
+//     FastQuorum-1 non-leader replicas voted for it or may still have. A replica counts
+//     as unable to have voted for it once its EPrepareOK says so, or when an
+//     invalidator it leads is known here without covering the instance (its leader
+//     did not know the candidate when proposing, and a later vote of its own would
+//     cover its instance). Two recoveries waiting on each other (two crashed leaders
+//     with conflicting instances that miss each other) are broken by this rule: their
+//     identical voters are disjoint and 2*FastQuorum > N, so once the live replicas
+//     answered one of the two candidates has too few possible votes
+//     (TestRecoveryTwoCrashedLeadersWaitingOnEachOther). A validator that forgot
+//     instances above the candidate's deps (Truncation) answers from its per-key
+//     summary: invalidated if a conflicting one executed there, abstaining if it
+//     cannot tell; abstentions do not count towards the F+1;
 //  4. otherwise Phase 1 runs again at the recovery ballot with the commands (the deps
 //     proposed are the union of those reported, acceptors add what they know), then
 //     Accept of the majority's union: recovery never commits from incomplete local
 //     pre-accept state, and never takes the fast path;
 //  5. a no-op is Accepted when no reply carries the commands. A command leader whose
 //     instance became a no-op proposes its commands again in a new instance.
+//
+// # Truncation (protocol.Compactor)
+//
+// The runtime calls Compact(F) with the frontier F it executed and snapshotted. The
+// engine keeps instances until every replica reported executing them (the global
+// frontier: every FrontierTicks each replica sends its compacted frontier to all peers
+// as an ECommitBatch whose Deps is the frontier and whose Insts may be empty; commit
+// batches carry it too), but never more than RetainInstances per row below F. It never
+// forgets the per-key conflict index: an entry keeps pointing at a forgotten instance
+// (memory grows with distinct keys, like the state machine, not with instances), and
+// per key it also keeps the highest forgotten instance per row, for validation.
+//
+// LiveRecords is a RecordSnapshot (Inst.Deps = F) and the full state of every instance
+// in memory. On restart from it, instances covered by F are executed (kept if present,
+// never emitted), own instance numbers continue above F and above every record, and the
+// forgotten prefix is "blind": its per-key summaries are lost. A request (PreAccept,
+// EAccept, EPrepare, EValidate) about a forgotten instance is answered with a MsgSnapshot
+// to the asker (Deps = F, Data empty for the runtime to fill; at most one per peer every
+// RecoveryTicks). Step(MsgSnapshot) installs a frontier only if SnapshotAhead (at least
+// as far in every row, further in one): covered instances count as committed and
+// executed, are dropped from memory and from Committed not yet handed out, and become
+// blind; what lies above is recovered as usual.
+//
+// The dependency invariant (of two conflicting committed instances one depends on the
+// other) survives forgetting: a vote or proposal from a replica with a blind prefix
+// depends on the whole blind prefix (it cannot tell which of those instances conflict),
+// and a command leader's proposal depends on the global frontier, so that a blind
+// replica's vote stays identical to it once the others have executed that far (the fast
+// path is not lost after a restart). A validator judges forgotten instances above the
+// candidate's deps from the per-key summary (one that executed there does not depend on
+// the uncommitted candidate: invalidated) and abstains where it is blind.
 //
 // # Sequence numbers
 //
@@ -108,13 +155,19 @@
 //	PreAcceptOK      Ballot, Inst, OK; OK: Deps, Seq of the vote; !OK: Ballot = promised
 //	EAccept          Ballot, Inst, Cmds, Deps, Seq
 //	EAcceptOK        Ballot, Inst, OK (!OK: Ballot = promised)
-//	ECommit          Inst, Cmds, Deps, Seq
-//	ECommitBatch     Insts (accepted on receipt; this engine sends ECommit)
+//	ECommit          Inst, Cmds, Deps, Seq (one commit to announce, or an answer)
+//	ECommitBatch     Insts = the commits decided here since the last Ready (shared by
+//	                 the messages to every peer); Deps = the sender's compacted
+//	                 frontier (nil before the first Compact). Insts empty: a frontier
+//	                 report, sent every FrontierTicks
+//	Snapshot         Deps = the sender's compacted frontier, Data filled by the runtime
 //	EPrepare         Ballot, Inst
 //	EPrepareOK       Ballot, Inst, OK, Status, VBallot, Cmds, Deps, Seq (!OK: Ballot = promised)
 //	EValidate        Ballot, Inst, Cmds, Deps, Seq: the candidate fast-path value
 //	EValidateOK      Ballot, Inst, OK, Deps = the invalidating instances (a list, NOT
-//	                 prefix semantics), Insts = those of them committed at the sender
+//	                 prefix semantics), Insts = those of them committed at the sender,
+//	                 Index = verdict: 0 answer, 1 invalidated by a forgotten instance,
+//	                 2 abstain (blind)
 //	TryPreAccept(OK) unused (the original TryPreAccept recovery is not implemented)
 //
 // # Test-only mutations

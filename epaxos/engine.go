@@ -45,11 +45,26 @@ type Engine struct {
 	idxMap map[protocol.ReplicaID]int
 	idxArr []int32 // idxArr[id] = index+1 for small IDs
 
-	rows    [][]*instance // rows[r][num-1]
-	keys    map[string]*keyState
-	nextNum uint64
-	now     int64
-	rng     *rand.Rand
+	rows [][]*instance // rows[r][num-1-base[r]]
+	keys map[string]*keyState
+
+	// Truncation (compact.go). Per replica index, prefix semantics:
+	base      []uint64   // instances <= base are forgotten (rows start after them); base <= cf
+	cf        []uint64   // compacted frontier: executed here (Compact, snapshot, restart)
+	blind     []uint64   // forgotten without a per-key summary (restart, snapshot): see compact.go
+	gf        []uint64   // global frontier: min of cf over every replica (peers' reports)
+	peerCF    [][]uint64 // peers' reported compacted frontiers
+	anyBlind  bool
+	anyGF     bool
+	cfList    []protocol.InstanceID // cached wire form of cf
+	cfSent    int64                 // tick of the last frontier broadcast
+	snapSent  []int64               // per replica index: tick of the last MsgSnapshot sent there
+	bcast     []protocol.Instance   // commits to announce to every peer at the next Ready
+	restoring bool
+	counts    counters
+	nextNum   uint64
+	now       int64
+	rng       *rand.Rand
 
 	pending  []protocol.Command
 	inflight int
@@ -71,9 +86,13 @@ type Engine struct {
 
 // keyState indexes, per key, the highest instance of every row that touched the key
 // (any access, and writes), and the highest seq seen: O(commands) dependency computation.
+// goneAny/goneWrite are the same for the instances this replica executed and then forgot
+// (compact.go): validation still needs to know that they exist.
 type keyState struct {
 	lastAny   []uint64
 	lastWrite []uint64
+	goneAny   []uint64
+	goneWrite []uint64
 	seqAny    uint64
 	seqWrite  uint64
 }
@@ -82,6 +101,7 @@ var (
 	_ protocol.Engine        = (*Engine)(nil)
 	_ protocol.StatsReporter = (*Engine)(nil)
 	_ protocol.Suspecter     = (*Engine)(nil)
+	_ protocol.Compactor     = (*Engine)(nil)
 )
 
 // New builds an engine, restoring its state from cfg.Records.
@@ -122,6 +142,17 @@ func New(cfg Config) (*Engine, error) {
 		}
 	}
 	e.rows = make([][]*instance, e.n)
+	fr := make([]uint64, 4*e.n)
+	e.base, e.cf, e.blind, e.gf = fr[:e.n:e.n], fr[e.n:2*e.n:2*e.n], fr[2*e.n:3*e.n:3*e.n], fr[3*e.n:]
+	e.peerCF = make([][]uint64, e.n)
+	for i := range e.peerCF {
+		e.peerCF[i] = make([]uint64, e.n)
+	}
+	e.snapSent = make([]int64, e.n)
+	for i := range e.snapSent {
+		e.snapSent[i] = -1 << 40
+	}
+	e.cfSent = -1 << 40
 	e.scr = make([]uint64, e.n)
 	e.scr2 = make([]uint64, e.n)
 	e.order = e.peerOrder()
@@ -182,31 +213,39 @@ func (e *Engine) ri(id protocol.ReplicaID) int {
 }
 
 // get returns the instance id, creating an empty one if create is set. It returns nil
-// for instances of unknown replicas and number 0.
+// for instances of unknown replicas, number 0, and instances covered by the compacted
+// frontier that are not in memory (forgotten: see gone).
 func (e *Engine) get(id protocol.InstanceID, create bool) *instance {
 	r := e.ri(id.Replica)
-	if r < 0 || id.Num == 0 {
+	if r < 0 || id.Num == 0 || id.Num <= e.base[r] {
 		return nil
 	}
+	off := id.Num - 1 - e.base[r]
 	row := e.rows[r]
-	if id.Num <= uint64(len(row)) {
-		if inst := row[id.Num-1]; inst != nil || !create {
+	if off < uint64(len(row)) {
+		if inst := row[off]; inst != nil || !create {
 			return inst
 		}
 	} else if !create {
 		return nil
 	}
-	if id.Num > uint64(len(row)) {
-		if id.Num-uint64(len(row)) > 1<<20 {
+	if id.Num <= e.cf[r] && !e.restoring {
+		return nil // executed here and not individually known: never recreate it
+	}
+	if off >= uint64(len(row)) {
+		if off-uint64(len(row)) >= 1<<20 {
 			return nil // absurd gap: refuse rather than allocate (input from the network)
 		}
-		row = slices.Grow(row, int(id.Num)-len(row))[:id.Num]
+		row = slices.Grow(row, int(off+1)-len(row))[:off+1]
 		e.rows[r] = row
 	}
 	inst := &instance{id: id, touched: e.now}
-	row[id.Num-1] = inst
+	row[off] = inst
 	return inst
 }
+
+// rowEnd returns the highest instance number of row r held in memory (or forgotten).
+func (e *Engine) rowEnd(r int) uint64 { return e.base[r] + uint64(len(e.rows[r])) }
 
 // Stats returns the counters of this replica.
 func (e *Engine) Stats() protocol.Stats { return e.stats }
@@ -220,6 +259,7 @@ func (e *Engine) Propose(cmds []protocol.Command) {
 // Ready returns what the runtime must do now.
 func (e *Engine) Ready() protocol.Ready {
 	e.flushProposals()
+	e.flushCommits()
 	if len(e.restored) > 0 {
 		for _, inst := range e.restored {
 			e.emit(inst)
@@ -267,6 +307,11 @@ func (e *Engine) Step(m protocol.Message) {
 			in := &m.Insts[i]
 			e.onCommit(in.ID, in.Cmds, in.Deps, in.Seq)
 		}
+		if len(m.Deps) > 0 {
+			e.noteFrontier(e.ri(m.From), m.Deps)
+		}
+	case protocol.MsgSnapshot:
+		e.onSnapshot(&m)
 	case protocol.MsgEPrepare:
 		e.onPrepare(&m)
 	case protocol.MsgEPrepareOK:
@@ -295,6 +340,7 @@ func (e *Engine) Tick() {
 		e.tickLead(e.leading[i])
 	}
 	e.tickWatch()
+	e.tickFrontier()
 }
 
 // tickWatch starts recovery of instances that stayed uncommitted too long.
@@ -371,6 +417,15 @@ func (e *Engine) conflictAttrs(cmds []protocol.Command, deps []uint64, skip int)
 		}
 		seq = max(seq, s+1)
 	}
+	if e.anyBlind && !isNoop(cmds) {
+		// Instances this replica forgot without a per-key summary (restart, snapshot)
+		// may conflict with anything: depend on all of them (compact.go).
+		for r, v := range e.blind {
+			if r != skip && v > deps[r] {
+				deps[r] = v
+			}
+		}
+	}
 	return seq
 }
 
@@ -384,8 +439,7 @@ func (e *Engine) index(inst *instance) {
 		}
 		ks := e.keys[string(c.Key)]
 		if ks == nil {
-			buf := make([]uint64, 2*e.n)
-			ks = &keyState{lastAny: buf[:e.n:e.n], lastWrite: buf[e.n:]}
+			ks = e.newKeyState()
 			e.keys[string(c.Key)] = ks
 		}
 		if inst.id.Num > ks.lastAny[r] {
@@ -399,6 +453,12 @@ func (e *Engine) index(inst *instance) {
 			ks.seqWrite = max(ks.seqWrite, inst.seq)
 		}
 	}
+}
+
+func (e *Engine) newKeyState() *keyState {
+	n := e.n
+	buf := make([]uint64, 4*n)
+	return &keyState{lastAny: buf[:n:n], lastWrite: buf[n : 2*n : 2*n], goneAny: buf[2*n : 3*n : 3*n], goneWrite: buf[3*n:]}
 }
 
 // depsFrom decodes a wire dependency list into dst (per replica index, prefix semantics).
@@ -491,6 +551,36 @@ func (e *Engine) emit(inst *instance) {
 // ---- restart -------------------------------------------------------------------------
 
 func (e *Engine) restore(recs []protocol.Record) {
+	// The last truncation's RecordSnapshot says what executed here; instances it covers
+	// stay in memory (committed, not re-emitted) only if records for them follow, to
+	// answer peers. Below the lowest such record everything is forgotten, and blind:
+	// the per-key summaries of forgotten instances did not survive (compact.go).
+	minNum := make([]uint64, e.n)
+	for i := range recs {
+		rec := &recs[i]
+		switch rec.Type {
+		case protocol.RecordSnapshot:
+			for _, d := range rec.Inst.Deps {
+				if r := e.ri(d.Replica); r >= 0 {
+					e.cf[r] = max(e.cf[r], d.Num)
+				}
+			}
+		case protocol.RecordInstance:
+			if r := e.ri(rec.Inst.ID.Replica); r >= 0 && rec.Inst.ID.Num > 0 && (minNum[r] == 0 || rec.Inst.ID.Num < minNum[r]) {
+				minNum[r] = rec.Inst.ID.Num
+			}
+		}
+	}
+	for r := range e.rows {
+		b := e.cf[r]
+		if minNum[r] > 0 && minNum[r]-1 < b {
+			b = minNum[r] - 1
+		}
+		e.base[r], e.blind[r] = b, b
+		e.anyBlind = e.anyBlind || b > 0
+	}
+	e.restoring = true
+	defer func() { e.restoring = false }()
 	for i := range recs {
 		rec := &recs[i]
 		if rec.Type != protocol.RecordInstance {
@@ -511,8 +601,20 @@ func (e *Engine) restore(recs []protocol.Record) {
 		inst.depsList = nil
 	}
 	for r := range e.rows {
-		for _, inst := range e.rows[r] {
+		for i, inst := range e.rows[r] {
 			if inst == nil {
+				continue
+			}
+			if inst.id.Num <= e.cf[r] {
+				if inst.status < protocol.StatusCommitted {
+					e.rows[r][i] = nil // cannot happen: executed means committed
+					continue
+				}
+				// Executed before the crash and covered by the snapshot: kept for peers,
+				// never re-emitted.
+				inst.status = protocol.StatusCommitted
+				inst.emitted = true
+				e.index(inst)
 				continue
 			}
 			if inst.status >= protocol.StatusPreAccepted {
@@ -538,6 +640,8 @@ func (e *Engine) restore(recs []protocol.Record) {
 			}
 		}
 	}
+	// Numbers up to the frontier were used even if no record of them is left.
+	e.nextNum = max(e.nextNum, e.cf[e.me]+1)
 }
 
 // ---- proposals -----------------------------------------------------------------------

@@ -26,6 +26,13 @@ type cluster struct {
 	commits map[protocol.ReplicaID]map[protocol.InstanceID]protocol.Instance // this incarnation
 	sent    []protocol.Message                                               // every message ever sent (for assertions)
 	client  uint64
+	// exec makes run() act like the runtime's executor: suspect what committed
+	// instances wait on, and be quiet only when every committed instance is executable.
+	exec bool
+	gone counters // internal counters of engines replaced by restarts
+	// compactEvery > 0 makes run() compact every live replica (and replace its log with
+	// LiveRecords) every compactEvery ticks, as the runtime does periodically.
+	compactEvery int
 }
 
 func newCluster(t testing.TB, n int, mutate func(*Config)) *cluster {
@@ -60,6 +67,9 @@ func (c *cluster) config(id protocol.ReplicaID) Config {
 }
 
 func (c *cluster) start(id protocol.ReplicaID) {
+	if old := c.eng[id]; old != nil {
+		c.gone.add(old.counts)
+	}
 	e, err := New(c.config(id))
 	if err != nil {
 		c.t.Fatalf("New(%d): %v", id, err)
@@ -102,6 +112,9 @@ func (c *cluster) flush(id protocol.ReplicaID) {
 		if m.From != id {
 			c.t.Fatalf("replica %d sent a message from %d: %v", id, m.From, m)
 		}
+		if m.Type == protocol.MsgSnapshot && (m.To == 0 || m.To == id || len(m.Data) != 0 || len(m.Deps) == 0) {
+			c.t.Fatalf("replica %d sent a malformed snapshot offer %v deps=%v data=%d", id, m, m.Deps, len(m.Data))
+		}
 		c.queue = append(c.queue, m)
 		c.sent = append(c.sent, m)
 	}
@@ -111,6 +124,9 @@ func (c *cluster) flush(id protocol.ReplicaID) {
 		}
 		if _, dup := c.commits[id][in.ID]; dup {
 			c.t.Fatalf("replica %d committed %v twice", id, in.ID)
+		}
+		if r := e.ri(in.ID.Replica); in.ID.Num <= e.cf[r] {
+			c.t.Fatalf("replica %d emitted %v, covered by its compacted frontier %v", id, in.ID, e.Frontier())
 		}
 		c.commits[id][in.ID] = in
 		fp := fingerprint(in)
@@ -189,6 +205,20 @@ func (c *cluster) run(maxTicks int) {
 		if c.quiet() {
 			return
 		}
+		if c.exec {
+			for _, id := range c.ids {
+				c.suspectBlocked(id)
+			}
+			c.deliverAll()
+		}
+		if c.compactEvery > 0 && i%c.compactEvery == 0 {
+			for _, id := range c.ids {
+				if !c.down[id] {
+					c.compact(id)
+					c.truncate(id)
+				}
+			}
+		}
 		c.tick(1)
 	}
 	c.t.Fatalf("no progress after %d ticks: %s", maxTicks, c.describe())
@@ -210,8 +240,97 @@ func (c *cluster) quiet() bool {
 				}
 			}
 		}
+		if c.exec && len(blocked(e)) > 0 {
+			return false
+		}
 	}
 	return len(c.queue) == 0
+}
+
+// execFrontier is what an executor could have executed at e: per row the longest prefix
+// of committed instances (above the compacted frontier) whose dependencies all lie
+// inside the prefixes (a fixpoint). Tests hand it to Compact.
+func execFrontier(e *Engine) []uint64 {
+	f := slices.Clone(e.cf)
+	for r := range f {
+		for f[r] < e.rowEnd(r) {
+			x := e.get(protocol.InstanceID{Replica: e.ids[r], Num: f[r] + 1}, false)
+			if x == nil || x.status != protocol.StatusCommitted {
+				break
+			}
+			f[r]++
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for r := range f {
+			for num := e.cf[r] + 1; num <= f[r]; num++ {
+				x := e.get(protocol.InstanceID{Replica: e.ids[r], Num: num}, false)
+				ok := x != nil
+				for q, v := range x.deps {
+					if v > f[q] {
+						ok = false
+					}
+				}
+				if !ok {
+					f[r] = num - 1
+					changed = true
+					break
+				}
+			}
+		}
+	}
+	return f
+}
+
+// compact gives replica id its executable frontier, as the runtime does after a
+// snapshot, and returns it.
+func (c *cluster) compact(id protocol.ReplicaID) []protocol.InstanceID {
+	e := c.eng[id]
+	f := e.listOf(execFrontier(e))
+	e.Compact(f)
+	c.flush(id)
+	return f
+}
+
+// truncate replaces id's log with LiveRecords, as the runtime does after a snapshot.
+func (c *cluster) truncate(id protocol.ReplicaID) {
+	c.disk[id] = c.eng[id].LiveRecords()
+}
+
+// blocked lists what committed instances at e wait on: dependencies neither committed
+// in memory nor covered by the compacted frontier (the executor's Blocked).
+func blocked(e *Engine) []protocol.InstanceID {
+	var out []protocol.InstanceID
+	seen := map[protocol.InstanceID]bool{}
+	for _, row := range e.rows {
+		for _, x := range row {
+			if x == nil || x.status != protocol.StatusCommitted {
+				continue
+			}
+			for q, v := range x.deps {
+				for num := e.cf[q] + 1; num <= v; num++ {
+					id := protocol.InstanceID{Replica: e.ids[q], Num: num}
+					if d := e.get(id, false); (d == nil || d.status != protocol.StatusCommitted) && !seen[id] {
+						seen[id] = true
+						out = append(out, id)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// suspectBlocked hands Suspect what the executor at id would report as blocked.
+func (c *cluster) suspectBlocked(id protocol.ReplicaID) {
+	if c.down[id] {
+		return
+	}
+	if b := blocked(c.eng[id]); len(b) > 0 {
+		c.eng[id].Suspect(b)
+		c.flush(id)
+	}
 }
 
 func (c *cluster) describe() string {

@@ -25,6 +25,7 @@ type lead struct {
 	asked    []bool // per replica index: the current phase was sent there
 	replied  []bool
 	oks      int // positive replies from peers in this phase
+	valid    int // validation: validators that answered (own included), abstentions excluded
 	same     int // pre-accept at ballot 0: votes identical to the proposal, leader included
 	start    int64
 	sent     int64
@@ -36,7 +37,10 @@ type lead struct {
 	maxSeq   uint64
 
 	preps []prepReply // recovery: the EPrepareOK replies (own state first)
-	cand  prepReply   // recovery: the possible fast-path value being validated
+	// recovery: per replica index, what its EPrepareOK (late ones included) or other
+	// evidence says about its ballot-0 vote for the candidate: pvUnknown, pvSame, pvOther.
+	pv    []uint8
+	cand  prepReply // recovery: the possible fast-path value being validated
 	wait  []protocol.InstanceID
 	since int64 // phWait: when the invalidators were last nudged
 	cmds  []protocol.Command
@@ -57,18 +61,20 @@ func (e *Engine) newLead(inst *instance, ph phase, b protocol.Ballot) *lead {
 		ls = e.free[k-1]
 		e.free[k-1] = nil
 		e.free = e.free[:k-1]
-		asked, replied, base, union, wait := ls.asked, ls.replied, ls.base, ls.union, ls.wait[:0]
+		asked, replied, base, union, wait, pv := ls.asked, ls.replied, ls.base, ls.union, ls.wait[:0], ls.pv
 		clear(asked)
 		clear(replied)
 		clear(base)
 		clear(union)
-		*ls = lead{asked: asked, replied: replied, base: base, union: union, wait: wait}
+		clear(pv)
+		*ls = lead{asked: asked, replied: replied, base: base, union: union, wait: wait, pv: pv}
 	} else {
 		ls = &lead{asked: make([]bool, 2*e.n), base: make([]uint64, 2*e.n)}
 		ls.replied = ls.asked[e.n:]
 		ls.asked = ls.asked[:e.n:e.n]
 		ls.union = ls.base[e.n:]
 		ls.base = ls.base[:e.n:e.n]
+		ls.pv = make([]uint8, e.n)
 	}
 	ls.phase, ls.ballot, ls.start, ls.sent = ph, b, e.now, e.now
 	inst.lead = ls
@@ -82,6 +88,7 @@ func (e *Engine) resetPhase(ls *lead, ph phase) {
 	clear(ls.asked)
 	clear(ls.replied)
 	ls.oks = 0
+	ls.valid = 0
 	ls.same = 0
 	ls.start = e.now
 	ls.sent = e.now
@@ -207,10 +214,34 @@ func (e *Engine) tickLead(inst *instance) {
 	case phWait:
 		e.checkWait(inst)
 		return
+	case phValidate:
+		if e.cannotBeFast(inst, ls) {
+			e.restartPhase1(inst, ls)
+			return
+		}
+		if e.now-ls.start >= int64(e.cfg.RecoveryTicks) && ls.valid+e.silent(ls) < e.f+1 {
+			// Too many validators abstained (they forgot what they would have to check):
+			// give up this ballot; the recovery timer tries again with a new quorum.
+			e.finishLead(inst)
+			inst.touched = e.now
+			e.watchInst(inst)
+			return
+		}
 	}
 	if inst.lead == ls && e.now-ls.sent >= int64(e.cfg.RetransmitTicks) {
 		e.retransmit(inst, ls)
 	}
+}
+
+// silent counts the replicas asked in the current phase that have not answered.
+func (e *Engine) silent(ls *lead) int {
+	n := 0
+	for p := range ls.asked {
+		if ls.asked[p] && !ls.replied[p] {
+			n++
+		}
+	}
+	return n
 }
 
 func (e *Engine) listOf(deps []uint64) []protocol.InstanceID {

@@ -23,6 +23,14 @@ func (e *Engine) startInstance(cmds []protocol.Command) {
 	deps := e.scr
 	clear(deps)
 	seq := max(e.conflictAttrs(cmds, deps, -1), 1)
+	if e.anyGF && !isNoop(cmds) {
+		// Depend on everything executed at every replica: a replica that forgot those
+		// instances without a per-key summary (blind) adds them to its vote, and this
+		// keeps its vote identical to the proposal (compact.go, doc.go "Truncation").
+		for r, v := range e.gf {
+			deps[r] = max(deps[r], v)
+		}
+	}
 	inst.status = protocol.StatusPreAccepted
 	inst.ballot, inst.vballot = b, b
 	inst.mine = true
@@ -47,6 +55,9 @@ func (e *Engine) startInstance(cmds []protocol.Command) {
 func (e *Engine) onPreAccept(m *protocol.Message) {
 	inst := e.get(m.Inst, true)
 	if inst == nil {
+		if e.gone(m.Inst) {
+			e.sendSnapshot(m.From) // forgotten here: the peer is behind
+		}
 		return
 	}
 	if inst.status == protocol.StatusCommitted {

@@ -33,7 +33,38 @@ func TestRandomizedAgreement(t *testing.T) {
 }
 
 func randomRun(t testing.TB, seed uint64, n int, mutate func(*Config)) {
+	randomRunOpts(t, seed, n, mutate, false)
+}
+
+// total sums the internal counters of every live engine and of the engines replaced by
+// restarts.
+func (c *cluster) total() counters {
+	s := c.gone
+	for _, e := range c.eng {
+		s.add(e.counts)
+	}
+	return s
+}
+
+func (s *counters) add(o counters) {
+	s.forgotten += o.forgotten
+	s.snapOffered += o.snapOffered
+	s.snapInstalled += o.snapInstalled
+	s.abstained += o.abstained
+	s.invalidatedOld += o.invalidatedOld
+}
+
+// randomRunOpts is randomRun, optionally with truncation: replicas compact at random
+// moments (Compact with what they could execute, sometimes replacing their log with
+// LiveRecords), keep few instances (RetainInstances 2..17), and the final phase acts
+// like the runtime's executor (suspecting what committed instances wait on), so that a
+// replica that missed forgotten instances must catch up through a snapshot. The fault
+// schedule draws from the same generator as without truncation.
+func randomRunOpts(t testing.TB, seed uint64, n int, mutate func(*Config), compact bool) *cluster {
 	rng := rand.New(rand.NewPCG(seed, uint64(n)))
+	crng := rand.New(rand.NewPCG(seed, 0xc0))
+	retain := 1 + crng.IntN(8)
+	pCompact := 5 + crng.IntN(20)
 	thrifty := rng.IntN(2) == 0
 	c := newCluster(t, n, func(cfg *Config) {
 		cfg.Seed = int64(seed)
@@ -42,6 +73,10 @@ func randomRun(t testing.TB, seed uint64, n int, mutate func(*Config)) {
 		cfg.ThriftyWidenTicks = 2
 		cfg.MaxInFlight = 4
 		cfg.Thrifty = thrifty
+		if compact {
+			cfg.RetainInstances = retain
+			cfg.FrontierTicks = 2
+		}
 		if mutate != nil {
 			mutate(cfg)
 		}
@@ -60,6 +95,20 @@ func randomRun(t testing.TB, seed uint64, n int, mutate func(*Config)) {
 	pLoss := rng.IntN(20)
 	for step := 0; step < 400; step++ {
 		l := live()
+		if compact && crng.IntN(100) < pCompact {
+			id := l[crng.IntN(len(l))]
+			c.compact(id)
+			if crng.IntN(2) == 0 {
+				c.truncate(id)
+			}
+		}
+		if compact && crng.IntN(100) < 15 {
+			// More traffic, delivered at once, so that rows grow past RetainInstances
+			// while a replica is down.
+			id := l[crng.IntN(len(l))]
+			c.propose(id, c.put(keys[crng.IntN(len(keys))], "x"))
+			c.deliverWhere(func(m protocol.Message) bool { return m.From == id || m.To == id })
+		}
 		r := rng.IntN(100)
 		switch {
 		case r < 15:
@@ -95,6 +144,9 @@ func randomRun(t testing.TB, seed uint64, n int, mutate func(*Config)) {
 				c.crash(l[rng.IntN(len(l))])
 			}
 		case r < 98:
+			if compact && crng.IntN(4) != 0 {
+				break // longer outages: the others forget what the crashed replica misses
+			}
 			for _, id := range c.ids {
 				if c.down[id] {
 					c.restart(id)
@@ -105,8 +157,8 @@ func randomRun(t testing.TB, seed uint64, n int, mutate func(*Config)) {
 			// The executor somewhere suspects an instance it heard of.
 			id := l[rng.IntN(len(l))]
 			row := c.ids[rng.IntN(n)]
-			if k := len(c.eng[id].rows[c.eng[id].ri(row)]); k > 0 {
-				c.eng[id].Suspect([]protocol.InstanceID{iid(row, uint64(rng.IntN(k)+1))})
+			if k := c.eng[id].rowEnd(c.eng[id].ri(row)); k > 0 {
+				c.eng[id].Suspect([]protocol.InstanceID{iid(row, uint64(rng.IntN(int(k))+1))})
 				c.flush(id)
 			}
 		}
@@ -116,8 +168,24 @@ func randomRun(t testing.TB, seed uint64, n int, mutate func(*Config)) {
 			c.restart(id)
 		}
 	}
+	c.exec = compact
+	if compact {
+		c.compactEvery = 1 + crng.IntN(10)
+	}
 	c.run(3000)
+	if compact {
+		// New client traffic after healing: writes to every key at every replica
+		// depend on everything before, so a replica that missed forgotten instances
+		// must catch up (through a snapshot) to execute them.
+		for _, id := range c.ids {
+			for _, k := range keys {
+				c.propose(id, c.put(k, "after"))
+			}
+		}
+		c.run(3000)
+	}
 	c.checkVisibility()
+	return c
 }
 
 // failure is what catcher turns a fatal harness error into.

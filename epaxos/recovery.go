@@ -42,6 +42,9 @@ func (e *Engine) prepOf(from int, inst *instance) prepReply {
 func (e *Engine) onPrepare(m *protocol.Message) {
 	inst := e.get(m.Inst, true)
 	if inst == nil {
+		if e.gone(m.Inst) {
+			e.sendSnapshot(m.From) // forgotten here: the peer is behind
+		}
 		return
 	}
 	if inst.status == protocol.StatusCommitted {
@@ -67,7 +70,7 @@ func (e *Engine) onPrepareOK(m *protocol.Message) {
 		e.sendCommit(inst, m.From) // a late voter learns the outcome
 		return
 	}
-	if inst == nil || inst.lead == nil || inst.lead.phase != phPrepare {
+	if inst == nil || inst.lead == nil || !inst.lead.recovery {
 		return
 	}
 	ls := inst.lead
@@ -76,6 +79,12 @@ func (e *Engine) onPrepareOK(m *protocol.Message) {
 		return
 	}
 	from := e.ri(m.From)
+	if ls.phase != phPrepare {
+		if m.Ballot == ls.ballot && (ls.phase == phValidate || ls.phase == phWait) {
+			e.latePrepareOK(inst, ls, from, m)
+		}
+		return
+	}
 	if m.Ballot != ls.ballot || ls.replied[from] {
 		return
 	}
@@ -138,6 +147,7 @@ func (e *Engine) decideRecovery(inst *instance) {
 			continue
 		}
 		qn++
+		ls.pv[p.from] = pvOther
 		switch {
 		case p.status == protocol.StatusAccepted:
 			noFast = true // only reachable with UnsafeRecoveryIgnoreAccepted
@@ -146,6 +156,7 @@ func (e *Engine) decideRecovery(inst *instance) {
 		case p.status == protocol.StatusPreAccepted && p.vballot == leaderBallot:
 			votes++
 			cand = p
+			ls.pv[p.from] = pvSame
 		}
 	}
 	// Of the FastQuorum-1 non-leader members of any fast quorum, at least need are among
@@ -155,10 +166,17 @@ func (e *Engine) decideRecovery(inst *instance) {
 	case !noFast && cand != nil && votes >= need:
 		e.resetPhase(ls, phValidate)
 		ls.cand = prepReply{cmds: cand.cmds, deps: slices.Clone(cand.deps), seq: cand.seq}
-		ls.wait = ls.wait[:0]
-		ls.wait = append(ls.wait, e.validateLocal(inst, ls.cand.cmds, ls.cand.deps, ls.cand.seq, nil)...)
+		list, verdict := e.validateLocal(inst, ls.cand.cmds, ls.cand.deps, ls.cand.seq, nil)
+		if verdict == validInvalidated {
+			e.restartPhase1(inst, ls)
+			return
+		}
+		ls.wait = append(ls.wait[:0], list...)
+		if verdict == validAnswer {
+			ls.valid = 1
+		}
 		e.sendPhase(inst, ls, -1)
-		if 1 >= e.f+1 {
+		if ls.valid >= e.f+1 {
 			e.startWait(inst)
 		}
 	case ls.cmds != nil:
@@ -167,6 +185,64 @@ func (e *Engine) decideRecovery(inst *instance) {
 		e.resetPhase(ls, phAccept)
 		e.startAccept(inst, ls, []protocol.Command{protocol.Noop()}, make([]uint64, e.n), 0)
 	}
+}
+
+// What a recovery knows about one replica's ballot-0 vote for the candidate value.
+const (
+	pvUnknown uint8 = iota // no answer yet: it may have voted for it
+	pvSame                 // answered: voted for the candidate at ballot 0
+	pvOther                // answered with something else, or cannot have voted for it
+)
+
+// latePrepareOK takes an EPrepareOK that arrives after the recovery decided to validate:
+// the quorum was the first F+1 replies, later ones still carry evidence.
+func (e *Engine) latePrepareOK(inst *instance, ls *lead, from int, m *protocol.Message) {
+	if from == e.ri(inst.id.Replica) {
+		// The command leader answered our ballot without a commit: no fast commit.
+		e.restartPhase1(inst, ls)
+		return
+	}
+	if ls.pv[from] != pvUnknown {
+		return
+	}
+	ls.pv[from] = pvOther
+	if m.Status == protocol.StatusPreAccepted && m.VBallot == (protocol.Ballot{Replica: inst.id.Replica}) &&
+		m.Seq == ls.cand.seq && slices.Equal(e.depsFrom(e.scr, m.Deps), ls.cand.deps) {
+		ls.pv[from] = pvSame
+	}
+	if e.cannotBeFast(inst, ls) {
+		e.restartPhase1(inst, ls)
+	}
+}
+
+// cannotBeFast reports whether the evidence gathered proves that the candidate was not
+// committed on the fast path: that needs FastQuorum-1 identical ballot-0 votes besides
+// the leader's, and fewer replicas than that voted for it or may still have. This is
+// what breaks a wait between two recoveries (see doc.go, "Recovery"): of two conflicting
+// candidates that do not cover each other at most one can have a fast quorum (their
+// identical voters are disjoint and 2*FastQuorum > N), and the leader of an instance
+// that waits here without covering the candidate cannot have voted for the candidate
+// (it knew nothing of the candidate when it proposed, and any later vote of its own
+// covers its instance, which the candidate does not).
+func (e *Engine) cannotBeFast(inst *instance, ls *lead) bool {
+	leaderRow := e.ri(inst.id.Replica)
+	for _, x := range ls.wait {
+		xi := e.get(x, false)
+		if xi == nil || xi.status < protocol.StatusPreAccepted || xi.status == protocol.StatusCommitted || xi.deps == nil ||
+			!conflictsAny(ls.cand.cmds, xi.cmds) {
+			continue // (a no-op here says nothing about what its leader proposed)
+		}
+		if xr := e.ri(x.Replica); xr != leaderRow && xi.deps[leaderRow] < inst.id.Num && ls.pv[xr] == pvUnknown {
+			ls.pv[xr] = pvOther
+		}
+	}
+	possible := 0
+	for p, v := range ls.pv {
+		if p != leaderRow && v != pvOther {
+			possible++
+		}
+	}
+	return possible < e.fqR-1
 }
 
 // restartPhase1 runs Phase 1 again at the recovery ballot with ls.cmds, proposing the
@@ -190,11 +266,28 @@ func (e *Engine) restartPhase1(inst *instance, ls *lead) {
 	e.decidePreAccept(inst)
 }
 
+// Verdicts of one validator (EValidateOK.Index).
+const (
+	// validAnswer: Deps lists the invalidating instances known here.
+	validAnswer uint64 = 0
+	// validInvalidated: an instance conflicting with the candidate and not covered by its
+	// deps executed here and was forgotten. Having executed here while the candidate's
+	// instance is not committed here, it does not depend on it, so the candidate cannot
+	// have been committed on the fast path (the dependency invariant): Phase 1 restarts.
+	validInvalidated uint64 = 1
+	// validAbstain: this replica forgot instances above the candidate's deps without a
+	// per-key summary (restart or snapshot) and cannot tell whether they conflict; the
+	// recoverer needs F+1 validators that can.
+	validAbstain uint64 = 2
+)
+
 // validateLocal is one replica's part of validation: record the instance if unknown (so
 // that every later conflicting command here depends on it) and list the conflicting
 // instances known here that are not covered by deps, i.e. could have been ordered
-// without it. Committed ones are also appended to copies.
-func (e *Engine) validateLocal(inst *instance, cmds []protocol.Command, deps []uint64, seq uint64, copies *[]protocol.Instance) []protocol.InstanceID {
+// without it. Committed ones are also appended to copies. Forgotten instances above deps
+// are judged from the per-key summaries (validInvalidated) or, where there are none,
+// make this replica abstain.
+func (e *Engine) validateLocal(inst *instance, cmds []protocol.Command, deps []uint64, seq uint64, copies *[]protocol.Instance) (out []protocol.InstanceID, verdict uint64) {
 	if inst.status == protocol.StatusNone {
 		inst.status = protocol.StatusPreAccepted
 		inst.vballot = protocol.Ballot{}
@@ -202,7 +295,6 @@ func (e *Engine) validateLocal(inst *instance, cmds []protocol.Command, deps []u
 	}
 	e.save(inst)
 	e.watchInst(inst)
-	var out []protocol.InstanceID
 	leaderRow := e.ri(inst.id.Replica)
 	for r, row := range e.rows {
 		if r == leaderRow {
@@ -210,8 +302,20 @@ func (e *Engine) validateLocal(inst *instance, cmds []protocol.Command, deps []u
 			// ones: the leader knows its own row.
 			continue
 		}
-		for num := deps[r] + 1; num <= uint64(len(row)); num++ {
-			x := row[num-1]
+		if e.base[r] > deps[r] {
+			if e.goneConflict(cmds, r, deps[r]) {
+				e.counts.invalidatedOld++
+				return nil, validInvalidated
+			}
+			if e.blind[r] > deps[r] {
+				if verdict != validAbstain {
+					e.counts.abstained++
+				}
+				verdict = validAbstain
+			}
+		}
+		for num := max(deps[r], e.base[r]) + 1; num <= e.rowEnd(r); num++ {
+			x := row[num-1-e.base[r]]
 			if x == nil || x.status < protocol.StatusPreAccepted || !conflictsAny(cmds, x.cmds) {
 				continue
 			}
@@ -221,12 +325,38 @@ func (e *Engine) validateLocal(inst *instance, cmds []protocol.Command, deps []u
 			}
 		}
 	}
-	return out
+	return out, verdict
+}
+
+// goneConflict reports whether an instance of row r numbered above lo that conflicts
+// with cmds executed here and was forgotten.
+func (e *Engine) goneConflict(cmds []protocol.Command, r int, lo uint64) bool {
+	for i := range cmds {
+		c := &cmds[i]
+		if c.Op == protocol.OpNoop {
+			continue
+		}
+		ks := e.keys[string(c.Key)]
+		if ks == nil {
+			continue
+		}
+		g := ks.goneAny[r]
+		if c.IsRead() {
+			g = ks.goneWrite[r]
+		}
+		if g > lo {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *Engine) onValidate(m *protocol.Message) {
 	inst := e.get(m.Inst, true)
 	if inst == nil {
+		if e.gone(m.Inst) {
+			e.sendSnapshot(m.From) // forgotten here: the peer is behind
+		}
 		return
 	}
 	if inst.status == protocol.StatusCommitted {
@@ -240,9 +370,9 @@ func (e *Engine) onValidate(m *protocol.Message) {
 	e.promise(inst, m.Ballot)
 	inst.touched = e.now
 	var copies []protocol.Instance
-	list := e.validateLocal(inst, m.Cmds, e.depsFrom(nil, m.Deps), m.Seq, &copies)
+	list, verdict := e.validateLocal(inst, m.Cmds, e.depsFrom(nil, m.Deps), m.Seq, &copies)
 	e.send(protocol.Message{Type: protocol.MsgEValidateOK, To: m.From, Inst: m.Inst, Ballot: m.Ballot, OK: true,
-		Deps: list, Insts: copies})
+		Deps: list, Insts: copies, Index: verdict})
 }
 
 func (e *Engine) onValidateOK(m *protocol.Message) {
@@ -265,6 +395,17 @@ func (e *Engine) onValidateOK(m *protocol.Message) {
 	}
 	ls.replied[from] = true
 	ls.oks++
+	if m.Index == validInvalidated || from == e.ri(inst.id.Replica) {
+		// Invalidated, or the command leader answered without a commit: it promised our
+		// ballot, so it has not committed on the fast path and no longer can (as in
+		// decideRecovery).
+		e.restartPhase1(inst, ls)
+		return
+	}
+	if m.Index == validAbstain {
+		return
+	}
+	ls.valid++
 	ls.wait = append(ls.wait, m.Deps...)
 	for i := range m.Insts {
 		x := &m.Insts[i]
@@ -272,7 +413,7 @@ func (e *Engine) onValidateOK(m *protocol.Message) {
 			e.onCommit(x.ID, x.Cmds, x.Deps, x.Seq)
 		}
 	}
-	if inst.lead == ls && 1+ls.oks >= e.f+1 {
+	if inst.lead == ls && ls.valid >= e.f+1 {
 		e.startWait(inst)
 	}
 }
@@ -305,8 +446,22 @@ func (e *Engine) checkWait(inst *instance) {
 	ls := inst.lead
 	leaderRow := e.ri(inst.id.Replica)
 	k := 0
+	blindWait := false
 	for _, x := range ls.wait {
 		xi := e.get(x, false)
+		if xi == nil && e.gone(x) {
+			if x.Num > e.blind[e.ri(x.Replica)] {
+				// Executed here while inst is not committed here: it does not depend
+				// on inst (see validInvalidated).
+				e.restartPhase1(inst, ls)
+				return
+			}
+			// Known here only through a snapshot: its deps are unknown.
+			blindWait = true
+			ls.wait[k] = x
+			k++
+			continue
+		}
 		if xi != nil && xi.status == protocol.StatusCommitted {
 			if conflictsAny(ls.cand.cmds, xi.cmds) && xi.deps[leaderRow] < inst.id.Num {
 				e.restartPhase1(inst, ls)
@@ -318,6 +473,10 @@ func (e *Engine) checkWait(inst *instance) {
 		k++
 	}
 	ls.wait = ls.wait[:k]
+	if k > 0 && e.cannotBeFast(inst, ls) {
+		e.restartPhase1(inst, ls)
+		return
+	}
 	if k == 0 {
 		e.resetPhase(ls, phAccept)
 		e.startAccept(inst, ls, ls.cand.cmds, ls.cand.deps, ls.cand.seq)
@@ -325,6 +484,14 @@ func (e *Engine) checkWait(inst *instance) {
 	}
 	if e.now-ls.since >= int64(e.cfg.RecoveryTicks) {
 		ls.since = e.now
+		if blindWait {
+			// Start over with a new ballot later: another quorum may know more (the
+			// invalidator's replica may answer with the commit of inst).
+			e.finishLead(inst)
+			inst.touched = e.now
+			e.watchInst(inst)
+			return
+		}
 		for _, x := range ls.wait {
 			if xi := e.get(x, true); xi != nil && xi.status != protocol.StatusCommitted && xi.lead == nil {
 				e.watchInst(xi)

@@ -388,3 +388,40 @@ func TestSutraCounterexample(t *testing.T) {
 		}
 	}
 }
+
+// Two command leaders crash with conflicting instances that miss each other, each one
+// possibly fast-committed as far as a recovery quorum can tell: 1.1 reached 3 first
+// and 2.1 reached 5 first (identical votes), then each reached the other's voter (votes
+// that add a dependency). Validation of 1.1 finds 2.1 as an invalidator and waits for
+// it, validation of 2.1 finds 1.1 and waits for it: without a rule the two recoveries
+// wait on each other forever. Both cannot have been fast-committed (their identical
+// voters are disjoint and two fast quorums of 5 intersect); the leader of 1.1 cannot
+// have voted for 2.1's candidate (1.1 does not cover 2.1, and a vote of its own would),
+// which leaves 2.1 one possible identical vote besides its leader's, fewer than the
+// fast quorum needs (and symmetrically for 1.1 at the replica that recovers 2.1 first):
+// one of them restarts Phase 1 and depends on the other, which keeps its value.
+func TestRecoveryTwoCrashedLeadersWaitingOnEachOther(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	c.propose(1, c.put("k", "a"))
+	c.propose(2, c.put("k", "b"))
+	c.deliverWhere(and(ofType(protocol.MsgPreAccept), from(1), to(3)))
+	c.deliverWhere(and(ofType(protocol.MsgPreAccept), from(2), to(5)))
+	c.deliverWhere(and(ofType(protocol.MsgPreAccept), from(1), to(5)))
+	c.deliverWhere(and(ofType(protocol.MsgPreAccept), from(2), to(3)))
+	c.crash(1)
+	c.crash(2)
+	c.dropWhere(func(protocol.Message) bool { return true })
+	if v := c.eng[3].get(iid(1, 1), false).vballot; v != (protocol.Ballot{Replica: 1}) {
+		t.Fatalf("setup: 3's vote for 1.1 is not identical (vballot %v)", v)
+	}
+	if v := c.eng[5].get(iid(2, 1), false).vballot; v != (protocol.Ballot{Replica: 2}) {
+		t.Fatalf("setup: 5's vote for 2.1 is not identical (vballot %v)", v)
+	}
+	c.run(2000)
+	a, b := c.mustCommitted(iid(1, 1)), c.mustCommitted(iid(2, 1))
+	if (len(a.Deps) == 0) == (len(b.Deps) == 0) || !(dependsOn(a, b) || dependsOn(b, a)) {
+		t.Errorf("1.1 = %s, 2.1 = %s: want one to keep its candidate (no deps) and the other to depend on it",
+			fingerprint(a), fingerprint(b))
+	}
+	c.checkVisibility()
+}
