@@ -38,6 +38,9 @@ func (e *Engine) campaign() {
 	}
 	e.ballot = top.Next(e.id)
 	e.promise(e.ballot) // our own promise, persisted with the Prepares
+	if e.role == RoleCandidate {
+		e.failedCampaigns++ // phase 1 timed out: wait longer this time (resetElectionTimer)
+	}
 	e.role = RoleCandidate
 	e.step = stepCandidate
 	e.leader = 0
@@ -177,9 +180,12 @@ func (e *Engine) becomeLeader() {
 	e.step = stepLeader
 	e.leader = e.id
 	e.stats.Elections++
+	e.failedCampaigns = 0
 	e.heartbeatElapsed = 0
 	e.checkTicks = 0
-	e.heard = 1 << e.self
+	// The promises just heard count for the first check-quorum period: over a long round
+	// trip no heartbeat ack can arrive before that period ends.
+	e.heard = e.promises | 1<<e.self
 	clear(e.toldCommit)
 	e.logger.Debug("multipaxos: leading", "replica", e.id, "ballot", e.ballot, "slots", len(e.votes))
 

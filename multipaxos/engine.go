@@ -88,7 +88,8 @@ type Engine struct {
 
 	now              uint64 // ticks since start
 	electionElapsed  int
-	electionTimeout  int // randomized in [ElectionTicks, 2*ElectionTicks)
+	electionTimeout  int // randomized in [ElectionTicks, 2*ElectionTicks), doubled per failed campaign
+	failedCampaigns  int // consecutive campaigns that timed out without a majority (back-off)
 	heartbeatElapsed int
 	retransmitTicks  uint64
 
@@ -419,9 +420,17 @@ func (e *Engine) persistSlot(s uint64, sl *slot) {
 	})
 }
 
+// maxBackoffShift caps the back-off of failed campaigns at 2^3 = 8 times the timeout.
+const maxBackoffShift = 3
+
+// resetElectionTimer draws a fresh timeout in [E, 2E), doubled for every consecutive failed
+// campaign (up to 8x). Without the back-off a candidate whose timeout is shorter than its
+// round trip to a majority gives up on each ballot before the promises arrive, and since its
+// Prepares reset everyone else's timers, nobody else takes over either: a livelock (found by
+// the simulator with skewed ticks on the 5-site WAN, seed 41).
 func (e *Engine) resetElectionTimer() {
 	e.electionElapsed = 0
-	e.electionTimeout = e.cfg.ElectionTicks + e.rng.IntN(e.cfg.ElectionTicks)
+	e.electionTimeout = (e.cfg.ElectionTicks + e.rng.IntN(e.cfg.ElectionTicks)) << min(e.failedCampaigns, maxBackoffShift)
 }
 
 // becomeFollower steps down (if needed) and follows leader (0: unknown). A leader that steps
@@ -434,6 +443,9 @@ func (e *Engine) becomeFollower(leader protocol.ReplicaID) {
 	}
 	if e.role != RoleFollower || e.leader != leader {
 		e.logger.Debug("multipaxos: following", "replica", e.id, "leader", leader, "ballot", e.promised)
+	}
+	if leader != 0 {
+		e.failedCampaigns = 0 // a leader is making progress: elections are over
 	}
 	e.role = RoleFollower
 	e.step = stepFollower

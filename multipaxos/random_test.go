@@ -129,16 +129,22 @@ func (nw *network) requireLiveness(t *testing.T) {
 		}
 		return false
 	}
+	retry := false
 	for range 200 {
 		nw.tickAll(1)
 		if redirected() {
 			// A leader can still change right after healing (a follower that missed
-			// heartbeats times out); the client follows the redirect and retries.
+			// heartbeats times out); the client follows the redirect and retries, as
+			// soon as there is a leader again.
 			for _, nd := range nw.nodes {
 				nd.redirects = slices.DeleteFunc(nd.redirects, func(c protocol.Command) bool { return c.ClientID == 999 })
 			}
+			retry = true
+		}
+		if retry {
 			if l = nw.leader(); l != 0 {
 				nw.propose(l, final)
+				retry = false
 			}
 		}
 		done := true

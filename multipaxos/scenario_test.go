@@ -450,3 +450,34 @@ func TestRestartedReplicaReplaysAndCatchesUp(t *testing.T) {
 	nw.tickAll(5)
 	nw.requireLogs("a=1", "b=2")
 }
+
+// Every replica's election timeout (4..7 ticks) is shorter than its round trip to a majority
+// (12 ticks): each campaign times out before its promises arrive, and each Prepare resets the
+// other replicas' timers. Candidates back off (the timeout doubles per failed campaign), so
+// within bounded time one waits long enough to hear a majority, leads, and commits.
+func TestCandidateBacksOffWhenRoundTripExceedsTimeout(t *testing.T) {
+	for seed := int64(1); seed <= 10; seed++ {
+		nw := newNetwork(t, 3, seed, func(c *Config) { c.ElectionTicks, c.HeartbeatTicks = 4, 1 })
+		nw.latency = 6
+		committed := false
+		for tick := 0; tick < 600 && !committed; tick += 10 {
+			nw.run(10)
+			if l := nw.leader(); l != 0 && nw.allFollow(l) {
+				nw.propose(l, put(1, 1, "k", "v"))
+				nw.run(30)
+				committed = true
+				for _, nd := range nw.nodes {
+					if !slices.Equal(nd.committedValues(), []string{"k=v"}) {
+						committed = false
+					}
+				}
+			}
+		}
+		if !committed {
+			t.Fatalf("seed %d: no leader committed within 600 ticks although every round trip exceeds the timeout", seed)
+		}
+		if l := nw.leader(); nw.node(l).e.failedCampaigns != 0 {
+			t.Fatalf("seed %d: leader still counts %d failed campaigns", seed, nw.node(l).e.failedCampaigns)
+		}
+	}
+}
