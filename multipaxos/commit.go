@@ -97,8 +97,8 @@ func (e *Engine) handleCatchUp(m *protocol.Message) {
 		ncmds += len(sl.cmds)
 	}
 	if m.Index < e.log.base && m.Index <= e.commitIndex {
-		// Dropped before the runtime compacted (RetainCmds): nothing here helps the peer
-		// until a snapshot covers those slots.
+		// Cannot happen while only compacted slots are dropped (base <= snapIndex+1); kept
+		// so that a broken invariant is visible rather than a silent stall.
 		e.logger.Warn("multipaxos: catch-up asks for dropped slots not yet in a snapshot", "replica", e.id, "from", m.From, "inst", m.Index,
 			"base", e.log.base, "snapshot", e.snapIndex)
 	}
