@@ -224,15 +224,11 @@ func (e *Engine) dropTo(r int, target uint64, executed bool) {
 
 func (e *Engine) forget(r int, inst *instance, executed bool) {
 	if executed && inst.status >= protocol.StatusPreAccepted {
-		for i := range inst.cmds {
-			c := &inst.cmds[i]
-			if c.Op == protocol.OpNoop {
-				continue
-			}
-			ks := e.keys[string(c.Key)]
+		for i, ks := range inst.ks {
 			if ks == nil {
 				continue
 			}
+			c := &inst.ksCmds[i]
 			ks.goneAny[r] = max(ks.goneAny[r], inst.id.Num)
 			if !c.IsRead() {
 				ks.goneWrite[r] = max(ks.goneWrite[r], inst.id.Num)
@@ -251,7 +247,7 @@ func (e *Engine) forget(r int, inst *instance, executed bool) {
 	// Whatever list still points at it (watch, leading, restored) lets it go.
 	inst.status = protocol.StatusCommitted
 	inst.emitted = true
-	inst.cmds, inst.deps, inst.depsList = nil, nil, nil
+	inst.cmds, inst.deps, inst.depsList, inst.ks, inst.ksCmds = nil, nil, nil, nil, nil
 }
 
 // coverUncommitted forgets the uncommitted instances of row r up to num, which the
@@ -259,15 +255,11 @@ func (e *Engine) forget(r int, inst *instance, executed bool) {
 // runtime Compact never finds one.
 func (e *Engine) coverUncommitted(r int, num uint64) {
 	row := e.rows[r]
-	for i := range row {
-		inst := row[i]
-		if inst == nil {
-			continue
-		}
-		if inst.id.Num > num {
-			break
-		}
-		if inst.status != protocol.StatusCommitted {
+	// Only the range newly covered: (cf, num] (below cf the invariant already holds).
+	lo := max(e.cf[r], e.base[r]) - e.base[r]
+	hi := min(num-e.base[r], uint64(len(row)))
+	for i := lo; i < hi; i++ {
+		if inst := row[i]; inst != nil && inst.status != protocol.StatusCommitted {
 			e.forget(r, inst, false)
 			row[i] = nil
 		}

@@ -1,6 +1,7 @@
 package epaxos
 
 import (
+	"bytes"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -18,6 +19,8 @@ type instance struct {
 	seq     uint64
 	deps    []uint64 // per replica index; prefix semantics; nil until known
 	cmds    []protocol.Command
+	ks      []*keyState        // per command of ksCmds: its key's index entry (nil for no-ops); see keysOf
+	ksCmds  []protocol.Command // the commands ks was resolved for
 
 	depsList []protocol.InstanceID // cached wire form of deps; rebuilt (never mutated) on change
 	emitted  bool                  // handed to the executor in this incarnation
@@ -82,6 +85,7 @@ type Engine struct {
 	scr   []uint64 // scratch deps
 	scr2  []uint64
 	free  []*lead // finished coordinator states, reused
+	slab  slab    // chunked per-instance memory (slab.go)
 }
 
 // keyState indexes, per key, the highest instance of every row that touched the key
@@ -239,7 +243,7 @@ func (e *Engine) get(id protocol.InstanceID, create bool) *instance {
 		row = slices.Grow(row, int(off+1)-len(row))[:off+1]
 		e.rows[r] = row
 	}
-	inst := &instance{id: id, touched: e.now}
+	inst := e.newInstance(id)
 	row[off] = inst
 	return inst
 }
@@ -394,15 +398,13 @@ func (e *Engine) Suspect(ids []protocol.InstanceID) {
 // conflictAttrs folds into deps (per replica index) and returns the seq implied by the
 // conflicts with cmds known here. Row skip (the command leader's row) is left alone: the
 // leader knows its own row completely, and a follower may already know later instances
-// of that row.
-func (e *Engine) conflictAttrs(cmds []protocol.Command, deps []uint64, skip int) uint64 {
+// of that row. It resolves inst's index entries for cmds on the way (keysOf).
+func (e *Engine) conflictAttrs(inst *instance, cmds []protocol.Command, deps []uint64, skip int) uint64 {
 	var seq uint64
+	e.keysOf(inst, cmds)
 	for i := range cmds {
 		c := &cmds[i]
-		if c.Op == protocol.OpNoop {
-			continue
-		}
-		ks := e.keys[string(c.Key)]
+		ks := inst.ks[i]
 		if ks == nil {
 			continue
 		}
@@ -429,11 +431,19 @@ func (e *Engine) conflictAttrs(cmds []protocol.Command, deps []uint64, skip int)
 	return seq
 }
 
-// index records inst's commands and seq in the per-key index.
-func (e *Engine) index(inst *instance) {
-	r := e.ri(inst.id.Replica)
-	for i := range inst.cmds {
-		c := &inst.cmds[i]
+// keysOf resolves the index entries of cmds, the commands inst is getting, once per
+// instance: an instance's commands are either its proposal or a no-op, so a same-length
+// command list with the same first command is the same list, and later phases, index
+// and forget need no map lookups.
+func (e *Engine) keysOf(inst *instance, cmds []protocol.Command) {
+	if old := inst.ksCmds; inst.ks != nil && len(old) == len(cmds) && (len(cmds) == 0 || &old[0] == &cmds[0] ||
+		(old[0].Op == cmds[0].Op && bytes.Equal(old[0].Key, cmds[0].Key))) {
+		return
+	}
+	inst.ksCmds = cmds
+	inst.ks = e.newKeyRefs(len(cmds))
+	for i := range cmds {
+		c := &cmds[i]
 		if c.Op == protocol.OpNoop {
 			continue
 		}
@@ -441,6 +451,20 @@ func (e *Engine) index(inst *instance) {
 		if ks == nil {
 			ks = e.newKeyState()
 			e.keys[string(c.Key)] = ks
+		}
+		inst.ks[i] = ks
+	}
+}
+
+// index records inst's commands and seq in the per-key index.
+func (e *Engine) index(inst *instance) {
+	e.keysOf(inst, inst.cmds)
+	r := e.ri(inst.id.Replica)
+	for i := range inst.cmds {
+		c := &inst.cmds[i]
+		ks := inst.ks[i]
+		if ks == nil {
+			continue
 		}
 		if inst.id.Num > ks.lastAny[r] {
 			ks.lastAny[r] = inst.id.Num
@@ -478,9 +502,10 @@ func (e *Engine) depsFrom(dst []uint64, list []protocol.InstanceID) []uint64 {
 
 // setAttrs replaces inst's attributes.
 func (e *Engine) setAttrs(inst *instance, cmds []protocol.Command, deps []uint64, seq uint64) {
+	e.keysOf(inst, cmds)
 	inst.cmds = cmds
 	if inst.deps == nil {
-		inst.deps = make([]uint64, e.n)
+		inst.deps = e.newDeps()
 	}
 	if !slices.Equal(inst.deps, deps) {
 		copy(inst.deps, deps)
@@ -498,7 +523,7 @@ func (e *Engine) list(inst *instance) []protocol.InstanceID {
 				cnt++
 			}
 		}
-		l := make([]protocol.InstanceID, 0, cnt)
+		l := e.newIDs(cnt)
 		for r, v := range inst.deps {
 			if v > 0 {
 				l = append(l, protocol.InstanceID{Replica: e.ids[r], Num: v})
@@ -649,8 +674,7 @@ func (e *Engine) restore(recs []protocol.Record) {
 func (e *Engine) flushProposals() {
 	for len(e.pending) > 0 && e.inflight < e.cfg.MaxInFlight {
 		k := min(len(e.pending), e.cfg.MaxBatch)
-		cmds := make([]protocol.Command, k)
-		copy(cmds, e.pending[:k])
+		cmds := e.copyCmds(e.pending[:k])
 		e.pending = shift(e.pending, k)
 		e.startInstance(cmds)
 	}

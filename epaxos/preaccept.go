@@ -22,7 +22,7 @@ func (e *Engine) startInstance(cmds []protocol.Command) {
 	b := protocol.Ballot{Replica: e.self}
 	deps := e.scr
 	clear(deps)
-	seq := max(e.conflictAttrs(cmds, deps, -1), 1)
+	seq := max(e.conflictAttrs(inst, cmds, deps, -1), 1)
 	if e.anyGF && !isNoop(cmds) {
 		// Depend on everything executed at every replica: a replica that forgot those
 		// instances without a per-key summary (blind) adds them to its vote, and this
@@ -83,7 +83,7 @@ func (e *Engine) onPreAccept(m *protocol.Message) {
 	given := e.depsFrom(e.scr2, m.Deps)
 	deps := e.scr
 	copy(deps, given)
-	seq := max(m.Seq, e.conflictAttrs(m.Cmds, deps, leaderRow))
+	seq := max(m.Seq, e.conflictAttrs(inst, m.Cmds, deps, leaderRow))
 	e.promise(inst, m.Ballot)
 	inst.status = protocol.StatusPreAccepted
 	if m.Ballot.Round > 0 || (seq == m.Seq && slices.Equal(deps, given)) {

@@ -255,7 +255,7 @@ func (e *Engine) restartPhase1(inst *instance, ls *lead) {
 	ls.baseList = e.listOf(ls.base)
 	deps := e.scr
 	copy(deps, ls.base)
-	seq := max(ls.baseSeq, e.conflictAttrs(ls.cmds, deps, e.ri(inst.id.Replica)))
+	seq := max(ls.baseSeq, e.conflictAttrs(inst, ls.cmds, deps, e.ri(inst.id.Replica)))
 	inst.status = protocol.StatusPreAccepted
 	inst.vballot = ls.ballot
 	e.setAttrs(inst, ls.cmds, deps, seq)
