@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
@@ -86,7 +88,13 @@ const keysPerClient = 1024
 
 // BenchmarkRuntime measures the full runtime: 3 replicas in this process on loopback TCP,
 // in-memory log, replies after execution, 16-byte keys and values, pipelined clients.
+//
+// The collector runs with GOGC=400, as `parliament replica` does (unless GOGC is set in
+// the environment, which then wins here too).
 func BenchmarkRuntime(b *testing.B) {
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+	}
 	for _, tc := range []struct {
 		name, proto string
 		conflict    int // percent of commands on one shared hot key
