@@ -62,22 +62,26 @@ func (t *TCP) serveClient(c *conn) {
 			c.fail(err)
 		}
 	})
-	var batch []protocol.Command
-	err := c.readLoop(t.maxFrame,
-		func(ft wire.FrameType, payload []byte) error {
+	err := c.readLoop(t.maxFrame, func(n int, frames []byte) error {
+		batch := make([]protocol.Command, 0, n)
+		err := forFrames(frames, func(ft wire.FrameType, payload []byte) error {
 			if ft != wire.FrameRequest {
 				return fmt.Errorf("client sent a %v frame: %w", ft, errProtocol)
 			}
 			batch = append(batch, protocol.Command{})
 			return wire.DecodeCommand(payload, &batch[len(batch)-1])
-		},
-		func() bool {
-			if h := s.handler; h != nil {
-				h(batch)
-			}
-			batch = nil
-			return !t.stopped()
 		})
+		if err != nil {
+			return err
+		}
+		if h := s.handler; h != nil {
+			h(batch)
+		}
+		if t.stopped() {
+			return ErrClosed
+		}
+		return nil
+	})
 	if !c.failed() && !t.stopped() {
 		t.logReadError(c, "client", 0, err)
 	}
@@ -87,6 +91,7 @@ func (t *TCP) serveClient(c *conn) {
 // writeLoop writes whatever q holds whenever it holds something, until c fails or stop.
 func writeLoop(c *conn, q *sendQueue, stop <-chan struct{}) error {
 	var out []byte
+	var sp spare
 	for {
 		select {
 		case <-q.signal:
@@ -103,9 +108,7 @@ func writeLoop(c *conn, q *sendQueue, stop <-chan struct{}) error {
 		if err := c.write(out); err != nil {
 			return err
 		}
-		if cap(out) > 4*ioBufferSize && len(out) < ioBufferSize {
-			out = nil
-		}
+		out = sp.keep(out)
 	}
 }
 
@@ -223,25 +226,25 @@ func (c *ClientConn) Close() error {
 func (c *ClientConn) readLoop() {
 	defer close(c.replies)
 	stop := c.stopper.ShouldStop()
-	var batch []protocol.Reply
-	err := c.c.readLoop(c.maxFrame,
-		func(ft wire.FrameType, payload []byte) error {
+	err := c.c.readLoop(c.maxFrame, func(n int, frames []byte) error {
+		batch := make([]protocol.Reply, 0, n)
+		err := forFrames(frames, func(ft wire.FrameType, payload []byte) error {
 			if ft != wire.FrameReply {
 				return fmt.Errorf("replica sent a %v frame: %w", ft, errProtocol)
 			}
 			batch = append(batch, protocol.Reply{})
 			return wire.DecodeReply(payload, &batch[len(batch)-1])
-		},
-		func() bool {
-			select {
-			case c.replies <- batch:
-			case <-c.c.done:
-				return false
-			case <-stop:
-				return false
-			}
-			batch = nil
-			return true
 		})
+		if err != nil {
+			return err
+		}
+		select {
+		case c.replies <- batch:
+			return nil
+		case <-c.c.done:
+		case <-stop:
+		}
+		return ErrClosed
+	})
 	c.c.fail(fmt.Errorf("transport: connection to replica %s: %w", c.c.remote, err))
 }

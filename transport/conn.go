@@ -19,13 +19,12 @@ const (
 	// ioBufferSize is the buffer size of the benchmark's raw baseline and the point from
 	// which a writer drops an oversized spare buffer.
 	ioBufferSize = 64 << 10
-	// readChunk is the size of the chunks connections are read into. Received payloads
-	// stay in them (decoded messages alias them, and receivers own those), so a chunk is
-	// never reused: a fresh one starts when less than readMin is left. Small enough that
-	// a message an engine keeps for long does not pin much memory, large enough for one
-	// read to bring in many frames.
-	readChunk = 64 << 10
-	readMin   = 4 << 10
+	// readBuffer is the size of a connection's reused read buffer: large enough for one
+	// read to bring in many frames. Frames are copied out of it into arenas sized to the
+	// bytes received, which the receivers own (a message an engine keeps pins only the
+	// arena of its own read); a frame larger than it gets a buffer of its own.
+	readBuffer = 64 << 10
+	readMin    = 4 << 10
 	// maxBatch bounds the messages delivered in one batch, so that a fast sender cannot
 	// starve the latency of the batch being built.
 	maxBatch = 4096
@@ -124,6 +123,28 @@ func (q *sendQueue) close() {
 	q.mu.Unlock()
 }
 
+// spare decides whether a writer keeps the buffer it just wrote as the queue's next one.
+// Keeping it matters: a queue that regrows its buffer on every burst allocates (and faults
+// in) fresh memory each time, which costs more than the encoding. But a buffer far larger
+// than anything written during a whole window of spareWindow writes is dropped, so that
+// one burst does not pin its memory forever.
+type spare struct{ writes, peak int }
+
+const spareWindow = 1024
+
+func (s *spare) keep(b []byte) []byte {
+	s.peak = max(s.peak, len(b))
+	if s.writes++; s.writes < spareWindow {
+		return b
+	}
+	shrink := cap(b) > 4*max(s.peak, ioBufferSize)
+	s.writes, s.peak = 0, 0
+	if shrink {
+		return nil
+	}
+	return b
+}
+
 // conn is one established (handshaken) connection with its optional s2 layers.
 type conn struct {
 	nc     net.Conn
@@ -180,70 +201,37 @@ func (c *conn) failed() bool {
 	return false
 }
 
-// readLoop reads frames until an error. It reads the connection straight into chunks
-// that become the receivers' memory: every frame is parsed in place (no copy), its
-// payload handed to frame, and after each read the frames it completed are one batch,
-// announced by flush (which returns false to stop). Up to readChunk bytes of a chunk are
-// filled before a new one starts; a frame that does not fit moves, with its partial
-// bytes, to a new chunk that grows with the bytes actually received, so a header that
-// claims a large frame costs nothing until the bytes arrive. A header over maxFrame, of
-// length 0 or of an unknown type fails at once; the batch it would have joined is
-// abandoned with it.
-func (c *conn) readLoop(maxFrame int, frame func(t wire.FrameType, payload []byte) error, flush func() bool) error {
-	buf := make([]byte, readChunk)
-	r, w := 0, 0 // buf[r:w] is read but not yet parsed; buf[:r] belongs to receivers
+// readLoop reads frames until an error. It reads the connection into one reused buffer
+// (as a bufio.Reader would), and after each read copies the complete frames it holds into
+// one exactly-sized arena that becomes the receivers' memory, handed to batch with the
+// number of frames in it (at most maxBatch; walk them with forFrames). batch returns an
+// error to stop (ErrClosed when the receiver is gone). Receivers own what they get, so an
+// arena is never reused; but it costs one allocation of the bytes actually received (not
+// zeroed: append copies into fresh memory), not a fresh read buffer per read.
+//
+// A frame larger than the read buffer is read into a buffer of its own that grows with the
+// bytes actually received (so a header that claims a large frame costs nothing until the
+// bytes arrive) and is delivered without a copy. A header over maxFrame, of length 0 or of
+// an unknown type fails as soon as its 5 bytes are in; the frames read with it are
+// abandoned.
+func (c *conn) readLoop(maxFrame int, batch func(n int, frames []byte) error) error {
+	buf := make([]byte, readBuffer)
+	r, w := 0, 0 // buf[r:w] is read but not yet delivered
+	var rerr error
 	for {
-		if room := len(buf) - w; room < readMin {
-			// (Nearly) full: unless the rest of the current frame fits, move its partial
-			// bytes to a new chunk so that reads stay large (the old chunk stays with the
-			// receivers). The new chunk grows with the bytes received, up to the frame.
-			size := readChunk
-			if w-r >= 4 {
-				need := 4 + int(binary.LittleEndian.Uint32(buf[r:]))
-				size = max(readChunk, min(need, 2*(w-r)))
-				if need-(w-r) <= room {
-					size = 0 // the frame completes in this chunk
-				}
-			}
-			if size > 0 {
-				nb := make([]byte, size)
-				w = copy(nb, buf[r:w])
-				buf, r = nb, 0
-			}
-		}
-		k, rerr := c.r.Read(buf[w:])
-		w += k
-		n := 0
-		for w-r >= wire.HeaderSize {
-			size := binary.LittleEndian.Uint32(buf[r:])
-			t := wire.FrameType(buf[r+4])
-			switch {
-			case size == 0:
-				return fmt.Errorf("wire: read frame: length 0: %w", wire.ErrMalformed)
-			case uint64(size) > uint64(maxFrame):
-				return fmt.Errorf("wire: read frame: length %d exceeds maximum %d: %w", size, maxFrame, wire.ErrTooLarge)
-			case !t.Valid():
-				return fmt.Errorf("wire: read frame: frame type %d: %w", uint8(t), wire.ErrUnknownType)
-			}
-			end := r + 4 + int(size)
-			if end > w {
-				break
-			}
-			// The capacity ends with the payload: a receiver appending to it cannot
-			// overwrite the next frame.
-			if err := frame(t, buf[r+wire.HeaderSize:end:end]); err != nil {
+		// Deliver every complete frame buffered, at most maxBatch per batch.
+		for {
+			end, n, err := scanFrames(buf[r:w], maxFrame)
+			if err != nil {
 				return err
 			}
-			r = end
-			if n++; n == maxBatch {
-				if !flush() {
-					return ErrClosed
-				}
-				n = 0
+			if n == 0 {
+				break
 			}
-		}
-		if n > 0 && !flush() {
-			return ErrClosed
+			if err := batch(n, append([]byte(nil), buf[r:r+end]...)); err != nil {
+				return err
+			}
+			r += end
 		}
 		if rerr != nil {
 			if rerr == io.EOF && r < w {
@@ -251,7 +239,93 @@ func (c *conn) readLoop(maxFrame int, frame func(t wire.FrameType, payload []byt
 			}
 			return rerr
 		}
+		if r == w {
+			r, w = 0, 0
+		}
+		need := wire.HeaderSize // to make progress: the partial frame's header, or all of it
+		if w-r >= wire.HeaderSize {
+			// (Its header passed scanFrames.)
+			need = 4 + int(binary.LittleEndian.Uint32(buf[r:]))
+			if need > len(buf) {
+				if err := c.readLarge(buf[r:w], need, batch); err != nil {
+					return err
+				}
+				r, w = 0, 0
+				continue
+			}
+		}
+		if r > 0 && (len(buf)-w < readMin || r+need > len(buf)) {
+			// Move the partial frame to the front so that reads stay large.
+			w = copy(buf, buf[r:w])
+			r = 0
+		}
+		var k int
+		k, rerr = c.r.Read(buf[w:])
+		w += k
 	}
+}
+
+// scanFrames checks the headers of the frames at the start of b (including the header of
+// a trailing partial frame) and returns the length of the complete frames, at most
+// maxBatch of them, and their number.
+func scanFrames(b []byte, maxFrame int) (end, n int, err error) {
+	for n < maxBatch && len(b)-end >= wire.HeaderSize {
+		size := binary.LittleEndian.Uint32(b[end:])
+		t := wire.FrameType(b[end+4])
+		switch {
+		case size == 0:
+			return 0, 0, fmt.Errorf("wire: read frame: length 0: %w", wire.ErrMalformed)
+		case uint64(size) > uint64(maxFrame):
+			return 0, 0, fmt.Errorf("wire: read frame: length %d exceeds maximum %d: %w", size, maxFrame, wire.ErrTooLarge)
+		case !t.Valid():
+			return 0, 0, fmt.Errorf("wire: read frame: frame type %d: %w", uint8(t), wire.ErrUnknownType)
+		}
+		next := end + 4 + int(size)
+		if next > len(b) {
+			break
+		}
+		end = next
+		n++
+	}
+	return end, n, nil
+}
+
+// forFrames calls fn for every frame of frames (complete frames whose headers readLoop
+// checked). Each payload's capacity ends with it: a receiver appending to it cannot
+// overwrite the next frame.
+func forFrames(frames []byte, fn func(t wire.FrameType, payload []byte) error) error {
+	for off := 0; off < len(frames); {
+		end := off + 4 + int(binary.LittleEndian.Uint32(frames[off:]))
+		if err := fn(wire.FrameType(frames[off+4]), frames[off+wire.HeaderSize:end:end]); err != nil {
+			return err
+		}
+		off = end
+	}
+	return nil
+}
+
+// readLarge reads the rest of a frame of need bytes (header included) whose first bytes
+// are partial, into a buffer of its own that doubles as the bytes arrive, and delivers it
+// as one batch.
+func (c *conn) readLarge(partial []byte, need int, batch func(n int, frames []byte) error) error {
+	fb := make([]byte, min(need, 2*readBuffer))
+	got := copy(fb, partial)
+	for got < need {
+		if got == len(fb) {
+			nb := make([]byte, min(need, 2*len(fb)))
+			copy(nb, fb)
+			fb = nb
+		}
+		k, err := c.r.Read(fb[got:])
+		got += k
+		if err != nil && got < need {
+			if err == io.EOF {
+				return fmt.Errorf("wire: read frame: %w (%w)", wire.ErrTruncated, io.ErrUnexpectedEOF)
+			}
+			return err
+		}
+	}
+	return batch(1, fb)
 }
 
 // backoff is a capped exponential backoff with ±25% jitter (so that replicas restarted

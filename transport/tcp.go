@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net"
 	"sort"
 	"sync"
@@ -455,6 +456,7 @@ func (p *peer) serve(c *conn) (next *conn) {
 		t.untrack(c.nc)
 	}()
 	var out []byte
+	var sp spare
 	for {
 		select {
 		case <-p.q.signal:
@@ -477,30 +479,22 @@ func (p *peer) serve(c *conn) (next *conn) {
 			c.fail(err)
 			return nil
 		}
-		if cap(out) > 4*ioBufferSize && len(out) < ioBufferSize {
-			out = nil // do not keep a burst-sized buffer forever
-		}
+		out = sp.keep(out)
 	}
 }
 
 // readPeer reads one peer connection, delivering each burst of messages as one batch.
 func (t *TCP) readPeer(c *conn, from protocol.ReplicaID) {
 	stop := t.stopper.ShouldStop()
-	msgs := messageArena{pool: t.pool}
-	err := c.readLoop(t.maxFrame,
-		func(ft wire.FrameType, payload []byte) error {
+	err := c.readLoop(t.maxFrame, func(n int, frames []byte) error {
+		msgs := t.pool.get(n)
+		i := 0
+		err := forFrames(frames, func(ft wire.FrameType, payload []byte) error {
 			if ft != wire.FrameMessage {
 				return fmt.Errorf("peer sent a %v frame: %w", ft, errProtocol)
 			}
-			if msgs.full() {
-				// Deliver what we have rather than copying it to a new arena.
-				select {
-				case t.recvC <- msgs.batch():
-				case <-stop:
-					return ErrClosed
-				}
-			}
-			m := msgs.next()
+			m := &msgs[i]
+			i++
 			if err := wire.DecodeMessage(payload, m); err != nil {
 				return err
 			}
@@ -508,89 +502,76 @@ func (t *TCP) readPeer(c *conn, from protocol.ReplicaID) {
 				return fmt.Errorf("message %d->%d on the connection of replica %d to %d: %w", m.From, m.To, from, t.cfg.ID, errProtocol)
 			}
 			return nil
-		},
-		func() bool {
-			select {
-			case t.recvC <- msgs.batch():
-				return true
-			case <-stop:
-				return false
-			}
 		})
+		if err != nil {
+			return err
+		}
+		select {
+		case t.recvC <- msgs:
+			return nil
+		case <-stop:
+			return ErrClosed
+		}
+	})
 	if !c.failed() && !t.stopped() {
 		t.logReadError(c, "peer", from, err)
 	}
 	c.fail(err)
 }
 
-// messageArena hands out the Messages of successive batches from one large slice, so that
-// a batch costs no allocation of its own (and no append regrowth): one allocation per
-// arenaMessages messages, or none when the receiver gives batches back (Release). A batch
-// handed out is the receiver's; its slots are never handed out again unless released.
-type messageArena struct {
-	pool       *batchPool
-	buf        []protocol.Message
-	start, end int // the batch being built is buf[start:end]
-}
-
-const arenaMessages = 1024
-
-// full reports whether the buffer has no slot left for the batch being built: the caller
-// delivers it (rather than copying it somewhere larger) before calling next.
-func (a *messageArena) full() bool { return a.end == len(a.buf) && a.end > a.start }
-
-// next returns a zeroed slot appended to the batch being built.
-func (a *messageArena) next() *protocol.Message {
-	if a.end == len(a.buf) { // and the batch is empty (see full)
-		a.buf, a.start, a.end = a.pool.get(), 0, 0
-	}
-	a.end++
-	return &a.buf[a.end-1]
-}
-
-// batch returns the batch built so far (its capacity ends with it, so a receiver that
-// appends cannot overwrite the next batch) and starts a new one.
-func (a *messageArena) batch() []protocol.Message {
-	b := a.buf[a.start:a.end:a.end]
-	a.start = a.end
-	return b
-}
-
-// batchPool recycles the Message slices receivers give back with Release. It is a LIFO:
-// the most recently released (cache-warm) slice is reused first. It holds enough for a
-// reader running a few dozen batches ahead of its receiver (at most batchPoolLen x
-// arenaMessages x 168 bytes, about 11 MiB, and only when receivers call Release).
+// batchPool recycles the Message slices receivers give back with Release, by capacity
+// class (powers of two up to maxBatch), LIFO within a class so that the most recently
+// released (cache-warm) slice is reused first. Until a receiver releases anything, get
+// allocates exactly the slots a batch needs; once receivers release, it allocates whole
+// classes so that released slices fit the next batches of about the same size. It holds
+// at most poolSlots slots (about 5 MiB).
 type batchPool struct {
-	mu   sync.Mutex
-	free [][]protocol.Message
+	releasing atomic.Bool
+	mu        sync.Mutex
+	free      [maxBatchLog + 1][][]protocol.Message
+	slots     int // held in free
 }
 
-const batchPoolLen = 64
+const (
+	maxBatchLog = 12 // 1<<maxBatchLog == maxBatch
+	poolSlots   = 32 << 10
+)
 
 func newBatchPool() *batchPool { return &batchPool{} }
 
-func (p *batchPool) get() []protocol.Message {
-	p.mu.Lock()
-	if n := len(p.free); n > 0 {
-		b := p.free[n-1]
-		p.free[n-1] = nil
-		p.free = p.free[:n-1]
+// get returns n zeroed Message slots.
+func (p *batchPool) get(n int) []protocol.Message {
+	c := bits.Len(uint(n - 1)) // the class whose slices hold n
+	if p.releasing.Load() {
+		p.mu.Lock()
+		if k := len(p.free[c]); k > 0 {
+			b := p.free[c][k-1]
+			p.free[c][k-1] = nil
+			p.free[c] = p.free[c][:k-1]
+			p.slots -= cap(b)
+			p.mu.Unlock()
+			return b[:n]
+		}
 		p.mu.Unlock()
-		return b
+		return make([]protocol.Message, n, 1<<c)
 	}
-	p.mu.Unlock()
-	return make([]protocol.Message, arenaMessages)
+	return make([]protocol.Message, n)
 }
 
+// put takes back a batch; its slots are cleared (dropping the references into payloads
+// the receiver may still keep) and reused by a later batch.
 func (p *batchPool) put(b []protocol.Message) {
-	if cap(b) < 64 {
-		return // not worth a slot
+	if cap(b) == 0 {
+		return
 	}
+	p.releasing.Store(true)
 	b = b[:cap(b)]
-	clear(b) // drop the references into payloads the receiver may still keep
+	c := min(bits.Len(uint(cap(b)))-1, maxBatchLog) // the class b can serve
+	clear(b)
 	p.mu.Lock()
-	if len(p.free) < batchPoolLen {
-		p.free = append(p.free, b)
+	if p.slots+cap(b) <= poolSlots {
+		p.free[c] = append(p.free[c], b)
+		p.slots += cap(b)
 	}
 	p.mu.Unlock()
 }

@@ -305,13 +305,13 @@ func TestCloseUnderLoad(t *testing.T) {
 	}
 }
 
-// Messages of every size, including ones larger than a read chunk (they move to a chunk
-// that grows with the bytes received) arrive intact and in order.
+// Messages of every size, including ones larger than the read buffer (they get a buffer
+// of their own that grows with the bytes received) arrive intact and in order.
 func TestLargeAndMixedSizes(t *testing.T) {
 	for _, compress := range []bool{false, true} {
 		t.Run(fmt.Sprint("s2=", compress), func(t *testing.T) {
 			trs := tcpCluster(t, 2, func(c *Config) { c.Compress = compress })
-			sizes := []int{0, 1, 100, readChunk - 9, readChunk, readChunk + 1, 70000, 1 << 20, 3<<20 + 7, 5, 4000}
+			sizes := []int{0, 1, 100, readBuffer - 9, readBuffer - 5, readBuffer - 4, readBuffer, readBuffer + 1, 2*readBuffer - 5, 2*readBuffer + 1, 70000, 1 << 20, 3<<20 + 7, 5, 4000}
 			var want []protocol.Message
 			for round := 0; round < 3; round++ {
 				for i, size := range sizes {
@@ -357,5 +357,74 @@ func TestReleaseKeepsPayloads(t *testing.T) {
 		if string(kept[i]) != wantKept[i] {
 			t.Fatalf("kept payload %d is %q, want %q: released memory was reused", i, kept[i], wantKept[i])
 		}
+	}
+}
+
+// The reader reuses its read buffer: what it delivered must be a copy. A receiver that
+// keeps every batch (no Release) over many reads still sees every message intact at the
+// end.
+func TestReceiverKeepsEverything(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.QueueLen = 1 << 16 })
+	const n = 20000 // about 30 read buffers' worth
+	data := func(i int) []byte { return []byte(fmt.Sprintf("message %d %0100d", i, i)) }
+	go func() {
+		for i := range n {
+			m := protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: data(i)}
+			if err := trs[0].sendWait(&m); err != nil {
+				return
+			}
+		}
+	}()
+	var kept [][]protocol.Message
+	for got := 0; got < n; {
+		select {
+		case b := <-trs[1].Recv():
+			kept = append(kept, b)
+			got += len(b)
+		case <-time.After(waitTimeout):
+			t.Fatalf("timed out after %d messages", got)
+		}
+	}
+	if len(kept) < 2 {
+		t.Fatalf("all %d messages came in %d batch: the test needs several reads", n, len(kept))
+	}
+	i := 0
+	for _, b := range kept {
+		for _, m := range b {
+			if m.Seq != uint64(i) || !bytes.Equal(m.Data, data(i)) {
+				t.Fatalf("kept message %d is seq %d data %q: delivered memory was reused", i, m.Seq, m.Data)
+			}
+			i++
+		}
+	}
+}
+
+// The slot pool hands out exactly n zeroed slots, and reuses released slices (cleared)
+// for batches of about their size.
+func TestBatchPool(t *testing.T) {
+	p := newBatchPool()
+	b := p.get(100)
+	if len(b) != 100 || cap(b) != 100 {
+		t.Fatalf("before any release: len %d cap %d, want exactly 100", len(b), cap(b))
+	}
+	for i := range b {
+		b[i] = protocol.Message{Seq: 7, Data: []byte("x")}
+	}
+	p.put(b)
+	if c := p.get(64); &c[0] != &b[0] || len(c) != 64 || c[0].Seq != 0 || c[0].Data != nil {
+		t.Fatalf("a released slice of 100 slots was not reused, cleared, for 64")
+	}
+	if c := p.get(100); cap(c) != 128 || len(c) != 100 {
+		t.Fatalf("once receivers release, get(100) = len %d cap %d, want a whole class (128)", len(c), cap(c))
+	}
+	p.put(make([]protocol.Message, 4096))
+	if p.slots != 4096 {
+		t.Fatalf("pool holds %d slots, want 4096", p.slots)
+	}
+	for range poolSlots / 4096 * 2 {
+		p.put(make([]protocol.Message, 4096))
+	}
+	if p.slots > poolSlots {
+		t.Fatalf("pool holds %d slots, more than its bound %d", p.slots, poolSlots)
 	}
 }

@@ -53,8 +53,11 @@ const (
 	// DefaultQueueBytes bounds the encoded bytes queued for one peer.
 	DefaultQueueBytes = 64 << 20
 	// recvChanLen is the number of batches buffered on a Recv channel; readers block (and
-	// TCP pushes back on the sender) when the consumer falls behind.
-	recvChanLen = 256
+	// TCP pushes back on the sender) when the consumer falls behind. Readers block without
+	// losing anything (the bytes wait in the socket), so the channel only needs to smooth
+	// the receiver's hiccups; a short one keeps the memory of received-but-unconsumed
+	// batches small, and with Release lets slots come back before the reader needs more.
+	recvChanLen = 32
 )
 
 // cloneMessage returns a deep copy of m whose slices share no memory with m. The in-memory
