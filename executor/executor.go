@@ -60,18 +60,21 @@ type Executor struct {
 	pending int
 	adds    uint64 // distinct Add calls so far
 
-	// sets maps a missing (not committed) instance to the vertices known to wait on it.
-	sets map[protocol.InstanceID]*blockSet
+	// sets maps a missing (not committed) instance to the blocked components known to
+	// wait on it; stale lists the sets whose root was committed since the last Execute.
+	sets  map[protocol.InstanceID]*blockSet
+	stale []*blockSet
 
 	work  []*vertex // vertices to (re-)examine in the next Execute
 	epoch uint64    // one per Execute: Tarjan marks are valid only within it
 	index int       // next Tarjan index within the epoch
 
-	stack  []*vertex // Tarjan stack
-	frames []frame   // explicit DFS call stack
-	comp   []*node   // scratch: the instances of the component being executed
-	freed  []*node   // executed during this Execute; recycled at its end
-	free   []*node   // recycled nodes
+	stack    []*vertex             // Tarjan stack
+	frames   []frame               // explicit DFS call stack
+	blockers []protocol.InstanceID // missing instances met by the vertices on the stack
+	comp     []*node               // scratch: the instances of the component being executed
+	freed    []*node               // executed during this Execute; recycled at its end
+	free     []*node               // recycled nodes
 
 	inApply bool
 	stats   Stats
@@ -101,8 +104,9 @@ type vertex struct {
 	epoch    uint64
 	index    int
 	low      int
-	blocker  protocol.InstanceID // with blocked: the missing instance it reaches
-	set      *blockSet           // memo: the vertex was found blocked and waits in this set
+	bstart   int                 // this epoch: len(Executor.blockers) when visited
+	blocker  protocol.InstanceID // with blocked: a missing instance it reaches
+	comp     *comp               // memo: the blocked component the vertex was found in
 }
 
 type frame struct {
@@ -205,6 +209,7 @@ func (e *Executor) Add(inst protocol.Instance) {
 	// it is resolved (executed, or found blocked on something else): see resolveSet.
 	if s := e.sets[inst.ID]; s != nil {
 		s.stale = true
+		e.stale = append(e.stale, s)
 	}
 	e.work = append(e.work, &n.v[0])
 }
@@ -256,11 +261,12 @@ func (e *Executor) Execute() int {
 	before := e.stats.Executed
 	e.epoch++
 	e.index = 0
+	e.reroot()
 	// work grows while it is processed (instances woken by an execution).
 	for i := 0; i < len(e.work); i++ {
 		v := e.work[i]
 		e.work[i] = nil
-		if !v.n.live || v.epoch == e.epoch || (v.set != nil && !v.set.stale) {
+		if !v.n.live || v.epoch == e.epoch || v.memoBlocked() {
 			continue // executed, already examined now, or still validly blocked
 		}
 		e.strongconnect(v)

@@ -7,25 +7,74 @@ import (
 	"github.com/parliament-lab/parliament/protocol"
 )
 
-// blockSet groups the vertices found blocked, directly or through other blocked vertices,
-// on one missing instance, its root. A vertex in a set reaches the root, so it cannot
-// execute before the root does; while the root stays uncommitted the vertex is not looked
-// at again, and the traversal of anything that reaches it stops there.
+// Blocked components and why they wait.
 //
-// When the root is committed the set turns stale (its members' verdict may change) and is
-// resolved as soon as the root instance itself is resolved by a traversal:
-//   - the root executed: every member is queued for re-examination;
-//   - the root is blocked on another missing instance M: every member now also waits on M,
-//     so the set is merged into M's set without looking at the members (union by size, so
-//     a vertex moves O(log n) times). This is what keeps a long chain that arrives
-//     backwards linear instead of quadratic.
+// A strongly connected component that reaches a missing (uncommitted) instance cannot
+// execute. When Tarjan pops such a component it records it as a comp, with every missing
+// instance its members met (directly, or as the root of a blocked component they reach):
+// its blockers. While any blocker stays missing the comp stays blocked, whatever else
+// happens, so its vertices are not looked at again and a traversal that reaches one of them
+// stops there. This is what keeps execution linear when instances arrive out of order,
+// including a large component that keeps growing while its newest members are missing
+// (EPaxos under heavy conflict): a new arrival is checked against the memo, not re-walked.
 //
-// Members whose set pointer no longer names the set (re-examined, executed, recycled) are
-// stale entries and skipped.
+// A comp waits in the blockSet of one of its blockers, the set's root. When the root is
+// committed the set turns stale:
+//   - at the start of the next Execute, each comp in it moves to the set of another of its
+//     blockers that is still missing (reroot); a cursor makes this linear per comp;
+//   - the comps left (the root was their only blocker) are resolved with the root itself:
+//     if the root executes they are queued for re-examination (a fresh traversal finds the
+//     exact components, now that more is committed); if the root turns out blocked on M,
+//     they wait on M too, and the set is merged into M's (union by size).
+//
+// Stale entries (a comp whose set moved on, a vertex whose comp was replaced) are skipped.
 type blockSet struct {
-	root    protocol.InstanceID
-	stale   bool
-	members []*vertex
+	root  protocol.InstanceID
+	stale bool
+	// comps wait on root as blockers[cursor]; they may have other blockers left. final
+	// holds comps with no blocker left to try (they reach root through a committed
+	// instance that was blocked on it): reroot never scans them again, so a long chain
+	// that arrives backwards stays linear.
+	comps []*comp
+	final []*comp
+	// parent is set when this set was merged into another: a comp belongs to
+	// find(comp.set), so a merge re-points nothing (union-find with path compression).
+	parent *blockSet
+}
+
+// find returns the set s was merged into (or s), compressing the path.
+func (s *blockSet) find() *blockSet {
+	if s == nil || s.parent == nil {
+		return s
+	}
+	root := s.parent
+	for root.parent != nil {
+		root = root.parent
+	}
+	for s.parent != root && s.parent != nil {
+		s, s.parent = s.parent, root
+	}
+	return root
+}
+
+// extraBlockers is how many blockers of a component met by a traversal are copied into the
+// component being built: enough alternatives to reroot, bounded so that copying stays O(1).
+const extraBlockers = 8
+
+type comp struct {
+	set      *blockSet
+	members  []*vertex
+	blockers []protocol.InstanceID // sorted, distinct; missing when recorded
+	cursor   int                   // blockers before cursor are known to be committed
+}
+
+// memoBlocked reports whether v is known to be blocked on an instance still missing.
+func (v *vertex) memoBlocked() bool {
+	if v.comp == nil {
+		return false
+	}
+	s := v.comp.set.find()
+	return s != nil && !s.stale
 }
 
 func (e *Executor) setFor(root protocol.InstanceID) *blockSet {
@@ -35,6 +84,48 @@ func (e *Executor) setFor(root protocol.InstanceID) *blockSet {
 		e.sets[root] = s
 	}
 	return s
+}
+
+// missing reports whether id is neither committed nor executed.
+func (e *Executor) missing(id protocol.InstanceID) bool {
+	r := e.row(id.Replica)
+	if r == nil {
+		return true
+	}
+	if r.executed(id.Num) {
+		return false
+	}
+	_, ok := r.pending[id.Num]
+	return !ok
+}
+
+// reroot moves the comps of stale sets to the set of another blocker still missing.
+func (e *Executor) reroot() {
+	for _, s := range e.stale {
+		if e.sets[s.root] != s {
+			continue // already resolved
+		}
+		kept := s.comps[:0]
+		for _, c := range s.comps {
+			if c.set.find() != s {
+				continue
+			}
+			for c.cursor < len(c.blockers) && !e.missing(c.blockers[c.cursor]) {
+				c.cursor++
+			}
+			if c.cursor < len(c.blockers) {
+				ns := e.setFor(c.blockers[c.cursor])
+				c.set = ns
+				ns.comps = append(ns.comps, c)
+				continue
+			}
+			s.final = append(s.final, c)
+		}
+		clear(s.comps[len(kept):])
+		s.comps = kept
+	}
+	clear(e.stale)
+	e.stale = e.stale[:0]
 }
 
 // numEdges returns the number of outgoing edges of v.
@@ -86,16 +177,22 @@ func (e *Executor) visit(v *vertex) {
 	e.index++
 	v.onStack = true
 	v.blocked = false
-	v.set = nil // any old verdict is being recomputed
+	v.comp = nil // any old verdict is being recomputed
+	v.bstart = len(e.blockers)
 	e.stack = append(e.stack, v)
 	e.frames = append(e.frames, frame{v: v})
 	e.stats.Visits++
 }
 
-func block(v *vertex, root protocol.InstanceID) {
+// block records that v (on the stack) reaches the missing instance root.
+func (e *Executor) block(v *vertex, root protocol.InstanceID) {
 	if !v.blocked {
 		v.blocked = true
 		v.blocker = root
+	}
+	// (v is the vertex being scanned: blockers from v.bstart on belong to v's component)
+	if k := len(e.blockers); k == v.bstart || e.blockers[k-1] != root {
+		e.blockers = append(e.blockers, root)
 	}
 }
 
@@ -114,17 +211,25 @@ func (e *Executor) strongconnect(root *vertex) {
 			switch {
 			case w == nil:
 				if missing.Num != 0 {
-					block(v, missing)
+					e.block(v, missing)
 				}
 			case w.epoch == e.epoch:
 				if w.onStack {
 					v.low = min(v.low, w.index)
 				} else {
 					// Resolved earlier in this Execute and still pending: it is blocked.
-					block(v, w.blocker)
+					e.block(v, w.blocker)
 				}
-			case w.set != nil && !w.set.stale:
-				block(v, w.set.root) // blocked on an instance that is still missing
+			case w.memoBlocked():
+				// Blocked on an instance that is still missing. Also note a few of the
+				// other instances w's component waits on, so that when the root is
+				// committed v's component can wait on one of those (reroot) instead of
+				// being walked again.
+				c := w.comp
+				e.block(v, c.set.find().root)
+				for k := c.cursor; k < len(c.blockers) && k < c.cursor+extraBlockers; k++ {
+					e.blockers = append(e.blockers, c.blockers[k])
+				}
 			default:
 				e.visit(w)
 				descended = true
@@ -143,8 +248,11 @@ func (e *Executor) strongconnect(root *vertex) {
 		if k := len(e.frames); k > 0 {
 			p := e.frames[k-1].v
 			p.low = min(p.low, v.low)
-			if v.blocked {
-				block(p, v.blocker)
+			if v.blocked && !p.blocked {
+				// v's component was popped (blocked) or v is in p's component: either way p
+				// reaches v.blocker; its blockers are already on the blockers stack unless
+				// v's component was popped, in which case block records the root.
+				e.block(p, v.blocker)
 			}
 		}
 	}
@@ -167,16 +275,29 @@ func (e *Executor) popComponent(v *vertex) {
 		}
 	}
 	if blocked {
+		bl := e.blockers[v.bstart:]
+		slices.SortFunc(bl, cmpInstanceID)
+		bl = slices.Compact(bl)
+		c := &comp{members: slices.Clone(members), blockers: slices.Clone(bl)}
+		// Blockers copied from other components may have been committed since.
+		for c.cursor < len(c.blockers) && !e.missing(c.blockers[c.cursor]) {
+			c.cursor++
+		}
+		if c.cursor == len(c.blockers) {
+			panic("executor: blocked component without a missing blocker")
+		}
+		root = c.blockers[c.cursor]
 		s := e.setFor(root)
+		c.set = s
+		s.comps = append(s.comps, c)
 		for _, m := range members {
-			m.blocked, m.blocker, m.set = true, root, s
-			s.members = append(s.members, m)
+			m.blocked, m.blocker, m.comp = true, root, c
 		}
 		for _, m := range members {
 			if !m.isPrefix {
 				if old := e.sets[m.n.inst.ID]; old != nil {
 					// m was missing, is now committed, and turns out blocked on root:
-					// whatever waited on m waits on root.
+					// whatever waited only on m waits on root.
 					e.merge(old, e.sets[root])
 				}
 			}
@@ -212,11 +333,19 @@ func (e *Executor) popComponent(v *vertex) {
 	}
 	clear(members)
 	e.stack = e.stack[:i]
+	e.blockers = e.blockers[:v.bstart]
+}
+
+func cmpInstanceID(a, b protocol.InstanceID) int {
+	if c := cmp.Compare(a.Replica, b.Replica); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Num, b.Num)
 }
 
 func (e *Executor) executeNode(n *node) {
 	n.live = false
-	n.v[0].set, n.v[1].set = nil, nil
+	n.v[0].comp, n.v[1].comp = nil, nil
 	id := n.inst.ID
 	delete(n.row.pending, id.Num)
 	n.row.markExecuted(id.Num)
@@ -229,10 +358,18 @@ func (e *Executor) executeNode(n *node) {
 	if s := e.sets[id]; s != nil {
 		// Whatever waited on this instance may run now.
 		delete(e.sets, id)
-		for _, m := range s.members {
-			if m.set == s {
-				m.set = nil
-				e.work = append(e.work, m)
+		for _, list := range [2][]*comp{s.comps, s.final} {
+			for _, c := range list {
+				if c.set.find() != s {
+					continue
+				}
+				c.set = nil
+				for _, m := range c.members {
+					if m.comp == c {
+						m.comp = nil
+						e.work = append(e.work, m)
+					}
+				}
 			}
 		}
 	}
@@ -243,31 +380,17 @@ func (e *Executor) executeNode(n *node) {
 	}
 }
 
-// merge moves the members of from (whose root was just found blocked) into into, whose
-// root is missing, and forgets from. The larger member list is kept in place.
+// merge records that everything waiting in from (whose root was just found blocked on
+// into's root, which is missing) waits on into's root, and forgets from. Nothing is
+// re-pointed: from's parent becomes into. The lists are concatenated appending the shorter
+// to the longer, so an entry is copied O(log n) times overall.
 func (e *Executor) merge(from, into *blockSet) {
 	delete(e.sets, from.root)
-	if len(from.members) > len(into.members) {
-		// Reuse from's (larger) list: move into's members over and let from take into's
-		// place as the set of into.root.
-		for _, m := range into.members {
-			if m.set == into {
-				m.set = from
-				from.members = append(from.members, m)
-			}
-		}
-		from.root, from.stale = into.root, false
-		e.sets[into.root] = from
-		clear(into.members)
-		into.members = nil
-		return
+	from.parent = into
+	moved := append(from.final, from.comps...) // comps reroot could not move (normally none)
+	if len(moved) > len(into.final) {
+		moved, into.final = into.final, moved
 	}
-	for _, m := range from.members {
-		if m.set == from {
-			m.set = into
-			into.members = append(into.members, m)
-		}
-	}
-	clear(from.members)
-	from.members = nil
+	into.final = append(into.final, moved...)
+	from.comps, from.final = nil, nil
 }
