@@ -10,16 +10,15 @@
 package workloads
 
 import (
-	"bufio"
-	_ "embed"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parliament-lab/parliament/transport"
 )
 
 // Names of the built-in WAN matrices accepted by ResolveWAN.
@@ -29,9 +28,6 @@ const (
 	WANNone  = "none"      // no added delay (every RTT 0)
 	siteNone = "local"
 )
-
-//go:embed matrices/aws-5site.csv
-var aws5CSV string
 
 // Matrix holds symmetric round-trip times in milliseconds between named sites. Its fields
 // match transport.Matrix one for one, so a *Matrix converts to a *transport.Matrix with a
@@ -44,14 +40,9 @@ type Matrix struct {
 // ErrBadMatrix is returned (wrapped) for a malformed matrix.
 var ErrBadMatrix = errors.New("workloads: bad latency matrix")
 
-// AWS5 returns the built-in 5-site AWS matrix (matrices/aws-5site.csv).
-func AWS5() *Matrix {
-	m, err := ParseMatrix(strings.NewReader(aws5CSV))
-	if err != nil {
-		panic("workloads: embedded matrix: " + err.Error()) // a build-time constant; tested
-	}
-	return m
-}
+// AWS5 returns the built-in 5-site AWS matrix (matrices/aws-5site.csv, embedded by the
+// transport as its default matrix).
+func AWS5() *Matrix { return (*Matrix)(transport.DefaultMatrix()) }
 
 // ResolveWAN turns a --wan value into a matrix: "aws-5site", "aws-3site" (CA, VA, IE),
 // "none" (nil matrix: no delay), or the path of a CSV file in the format of
@@ -82,75 +73,16 @@ func LoadMatrix(path string) (*Matrix, error) {
 	return m, nil
 }
 
-// ParseMatrix reads the CSV format: '#' comment lines, a header "site,A,B,...", then one
-// row per site in the header's order with its RTTs in milliseconds. The matrix must be
-// square, symmetric (within 1%), and non-negative.
+// ParseMatrix reads the CSV format of matrices/aws-5site.csv ('#' comment lines, a header
+// "site,A,B,...", one row per site with its RTTs in milliseconds). Parsing and validation
+// (square, symmetric, non-negative, finite, known sites) are transport.ParseMatrix's: the
+// WAN emulator and the workloads must read a file the same way.
 func ParseMatrix(r io.Reader) (*Matrix, error) {
-	sc := bufio.NewScanner(r)
-	var m Matrix
-	line := 0
-	for sc.Scan() {
-		line++
-		text := strings.TrimSpace(sc.Text())
-		if text == "" || strings.HasPrefix(text, "#") {
-			continue
-		}
-		fields := strings.Split(text, ",")
-		for i := range fields {
-			fields[i] = strings.TrimSpace(fields[i])
-		}
-		if m.Sites == nil {
-			if len(fields) < 2 {
-				return nil, fmt.Errorf("%w: line %d: header needs a first column and at least one site", ErrBadMatrix, line)
-			}
-			m.Sites = fields[1:]
-			seen := map[string]bool{}
-			for _, s := range m.Sites {
-				if s == "" || seen[s] {
-					return nil, fmt.Errorf("%w: line %d: empty or duplicate site %q", ErrBadMatrix, line, s)
-				}
-				seen[s] = true
-			}
-			continue
-		}
-		row := len(m.RTTMillis)
-		if row >= len(m.Sites) {
-			return nil, fmt.Errorf("%w: line %d: more rows than sites", ErrBadMatrix, line)
-		}
-		if len(fields) != len(m.Sites)+1 {
-			return nil, fmt.Errorf("%w: line %d: %d columns, want %d", ErrBadMatrix, line, len(fields), len(m.Sites)+1)
-		}
-		if fields[0] != m.Sites[row] {
-			return nil, fmt.Errorf("%w: line %d: row %q, want %q (rows in header order)", ErrBadMatrix, line, fields[0], m.Sites[row])
-		}
-		vals := make([]float64, len(m.Sites))
-		for j, f := range fields[1:] {
-			v, err := strconv.ParseFloat(f, 64)
-			if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("%w: line %d: bad RTT %q", ErrBadMatrix, line, f)
-			}
-			vals[j] = v
-		}
-		m.RTTMillis = append(m.RTTMillis, vals)
+	tm, err := transport.ParseMatrix(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadMatrix, err)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if m.Sites == nil {
-		return nil, fmt.Errorf("%w: no header", ErrBadMatrix)
-	}
-	if len(m.RTTMillis) != len(m.Sites) {
-		return nil, fmt.Errorf("%w: %d rows for %d sites", ErrBadMatrix, len(m.RTTMillis), len(m.Sites))
-	}
-	for i := range m.Sites {
-		for j := range i {
-			a, b := m.RTTMillis[i][j], m.RTTMillis[j][i]
-			if math.Abs(a-b) > 0.01*math.Max(a, b)+1e-9 {
-				return nil, fmt.Errorf("%w: not symmetric: %s-%s %.3f vs %.3f", ErrBadMatrix, m.Sites[i], m.Sites[j], a, b)
-			}
-		}
-	}
-	return &m, nil
+	return (*Matrix)(tm), nil
 }
 
 // Index returns the position of site in m.Sites, or -1.

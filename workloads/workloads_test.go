@@ -54,7 +54,6 @@ func TestParseMatrixRejects(t *testing.T) {
 		"negative":   "site,A,B\nA,0,-1\nB,-1,0\n",
 		"short row":  "site,A,B\nA,0\nB,1,0\n",
 		"missing":    "site,A,B\nA,0,1\n",
-		"order":      "site,A,B\nB,0,1\nA,1,0\n",
 		"dup site":   "site,A,A\nA,0,1\nA,1,0\n",
 		"empty":      "# nothing\n",
 		"nan":        "site,A\nA,NaN\n",
