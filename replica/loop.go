@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/parliament-lab/parliament/protocol"
@@ -34,7 +35,10 @@ func (r *Replica) run() {
 				recv = nil
 				continue
 			}
-			r.step(msgs)
+			if err := r.step(msgs); err != nil {
+				r.fail(err)
+				return
+			}
 		case <-r.in.signal:
 			r.takeClients()
 		case <-ticker.C:
@@ -50,7 +54,10 @@ func (r *Replica) run() {
 					recv = nil
 					break drain
 				}
-				r.step(msgs)
+				if err := r.step(msgs); err != nil {
+					r.fail(err)
+					return
+				}
 			case <-r.in.signal:
 				r.takeClients()
 			default:
@@ -61,23 +68,62 @@ func (r *Replica) run() {
 			r.propose()
 		}
 		if err := r.handleReady(); err != nil {
-			r.err = err
-			r.log.Error("stopping: cannot persist", "err", err)
-			r.shutdown()
+			r.fail(err)
+			return
+		}
+		if err := r.maybeCheckpoint(); err != nil {
+			r.fail(err)
 			return
 		}
 	}
 }
 
-func (r *Replica) step(msgs []protocol.Message) {
+// fail stops the loop after an error of the log or the snapshot files: what the engine
+// believes durable may not be, so the only safe continuation is a restart from the disk.
+func (r *Replica) fail(err error) {
+	r.err = err
+	r.log.Error("stopping: cannot persist", "err", err)
+	r.shutdown()
+}
+
+func (r *Replica) step(msgs []protocol.Message) error {
+	var err error
 	for i := range msgs {
-		r.eng.Step(msgs[i])
+		m := &msgs[i]
+		if m.Type == protocol.MsgSnapshot {
+			if err = r.stepSnapshot(m); err != nil {
+				break
+			}
+			continue
+		}
+		r.eng.Step(*m)
 	}
 	// Engines take messages by value and may keep only what their slices point to, which
 	// Release leaves alone: the transport may reuse the batch's slots.
 	if r.rel != nil {
 		r.rel.Release(msgs)
 	}
+	return err
+}
+
+// stepSnapshot steps a MsgSnapshot, restoring the store and the executor from it first
+// when the engine will install it, and truncating the log to the engine's live records
+// after (they start from the installed snapshot).
+func (r *Replica) stepSnapshot(m *protocol.Message) error {
+	if r.compactor == nil {
+		r.eng.Step(*m)
+		return nil
+	}
+	step, installed, name, err := r.installSnapshot(m)
+	if err != nil || !step {
+		return err
+	}
+	r.eng.Step(*m)
+	if !installed {
+		return nil
+	}
+	r.exec.Execute()
+	return r.truncate(name)
 }
 
 // takeClients moves queued client requests into the batch for the next proposal.
@@ -182,7 +228,11 @@ func (r *Replica) handleReady() error {
 		}
 		// 2. Messages.
 		for i := range rd.Messages {
-			r.tr.Send(rd.Messages[i])
+			m := &rd.Messages[i]
+			if m.Type == protocol.MsgSnapshot && !r.fillSnapshot(m) {
+				continue
+			}
+			r.tr.Send(*m)
 		}
 		r.stats.messages.Add(uint64(len(rd.Messages)))
 		// 3. Committed instances to the executor; execute what is executable.
@@ -199,13 +249,15 @@ func (r *Replica) handleReady() error {
 			r.stats.committed.Add(uint64(len(rd.Committed)))
 			r.stats.committedCmds.Add(uint64(ncmds))
 			r.exec.Execute()
-			// Remember the commit time of what must wait for dependencies, for
-			// Reply.ExecDelayMicros.
+			// Remember what must wait for dependencies: its commit time, for
+			// Reply.ExecDelayMicros, and the instance, for a snapshot install.
 			for i := range rd.Committed {
-				id := rd.Committed[i].ID
-				if !r.exec.Executed(id) {
-					if _, ok := r.commitAt[id]; !ok {
-						r.commitAt[id] = r.now
+				inst := &rd.Committed[i]
+				if !r.exec.Executed(inst.ID) {
+					if _, ok := r.waiting[inst.ID]; !ok {
+						w := waitInst{at: r.now, inst: *inst}
+						w.inst.Deps = slices.Clone(inst.Deps) // the engine reuses Deps after Advance
+						r.waiting[inst.ID] = w
 					}
 				}
 			}
@@ -243,10 +295,10 @@ func (r *Replica) replyAtCommit(inst *protocol.Instance) {
 // the store and answers the client waiting here, if any.
 func (r *Replica) apply(inst *protocol.Instance) {
 	var delay uint32
-	if len(r.commitAt) > 0 {
-		if t, ok := r.commitAt[inst.ID]; ok {
-			delete(r.commitAt, inst.ID)
-			if d := r.now.Sub(t).Microseconds(); d > 0 {
+	if len(r.waiting) > 0 {
+		if w, ok := r.waiting[inst.ID]; ok {
+			delete(r.waiting, inst.ID)
+			if d := r.now.Sub(w.at).Microseconds(); d > 0 {
 				delay = uint32(min(d, 1<<32-1))
 			}
 		}
@@ -264,6 +316,9 @@ func (r *Replica) apply(inst *protocol.Instance) {
 			p.to.Reply(rep)
 			replies++
 		}
+	}
+	if r.compactor != nil {
+		r.logExecuted(inst)
 	}
 	r.stats.executed.Add(1)
 	r.stats.executedCmds.Add(uint64(len(inst.Cmds)))

@@ -41,10 +41,26 @@ type Options struct {
 	// Cluster is the validated cluster file; ID names this replica in it.
 	Cluster *config.Cluster
 	ID      protocol.ReplicaID
-	// Log persists engine records. nil = DiscardLog (nothing survives a restart).
+	// DataDir makes the replica durable: its write-ahead log (package wal) and its
+	// state-machine snapshots live there, and Start recovers from them (docs/durability.md).
+	// Log and Records must then be unset. "" = Log (below), nothing on disk.
+	DataDir string
+	// NoSync, with DataDir, writes the log and snapshots but never fsyncs them (tests and
+	// benchmarks of the write path; a crash of the machine may lose acknowledged writes).
+	NoSync bool
+	// Log persists engine records when DataDir is unset. nil = DiscardLog (nothing
+	// survives a restart).
 	Log Log
 	// Records are what Log recovered from a previous run; the engine is rebuilt from them.
+	// They must not start from a snapshot (RecordSnapshot): without DataDir there is no
+	// snapshot file to restore the store from.
 	Records []protocol.Record
+	// SnapshotEvery is the number of executed commands between state-machine snapshots;
+	// after each the engine compacts (protocol.Compactor) and the log is truncated, which
+	// keeps memory and disk bounded. 0 = DefaultSnapshotEvery; negative = never (memory
+	// then grows with the run). Without DataDir the snapshot is kept in memory only (for
+	// peers that need it).
+	SnapshotEvery int
 	// Transport overrides the TCP transport built from the cluster file (an in-memory or
 	// WAN-wrapped one). The replica owns it and closes it on Stop. Clients can reach a
 	// replica with an overridden transport only through Submit.
@@ -80,6 +96,9 @@ type Stats struct {
 	Records       uint64 // records persisted
 	Messages      uint64 // messages sent
 	Suspected     uint64 // instances reported to the engine's Suspect
+	Snapshots     uint64 // state-machine snapshots taken here (each followed by Compact and a log truncation)
+	Installed     uint64 // snapshots received from a peer and installed
+	SnapshotBytes uint64 // size of the latest snapshot
 	Engine        protocol.Stats
 }
 
@@ -107,6 +126,15 @@ type Replica struct {
 	exec   *executor.Executor
 	store  *kv.Store
 
+	// Durability (durable.go).
+	disk      *snapDir           // snapshot files; nil without DataDir
+	compactor protocol.Compactor // nil when the engine cannot forget instances
+	rows      []protocol.ReplicaID
+	snap      snapshot            // the latest state-machine snapshot (taken or installed)
+	snapEvery uint64              // 0 = never
+	snapAt    uint64              // executed commands at the last snapshot
+	execLog   []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
+
 	in inbox // client requests, filled by connection goroutines
 
 	stopC    chan struct{}
@@ -117,7 +145,7 @@ type Replica struct {
 	pending      pendingTable
 	ticks        uint64
 	now          time.Time
-	commitAt     map[protocol.InstanceID]time.Time // committed, not yet executed
+	waiting      map[protocol.InstanceID]waitInst // committed, not yet executed
 	blockedSince map[protocol.InstanceID]uint64
 	suspectTicks uint64
 	replyCommit  bool
@@ -131,7 +159,7 @@ type Replica struct {
 	stats struct {
 		proposed, committed, committedCmds, executed, executedCmds atomic.Uint64
 		replies, redirects, readys, syncs, records, messages       atomic.Uint64
-		suspected                                                  atomic.Uint64
+		suspected, snapshots, installed, snapBytes                 atomic.Uint64
 		mu                                                         sync.Mutex
 		engine                                                     protocol.Stats
 	}
@@ -140,6 +168,14 @@ type Replica struct {
 // Start builds the engine, the executor, the store and the transport, and starts the event
 // loop.
 func Start(opts Options) (*Replica, error) {
+	r, err := start(opts)
+	if err != nil && opts.Transport != nil {
+		opts.Transport.Close() // the replica owns it, also when it does not start
+	}
+	return r, err
+}
+
+func start(opts Options) (*Replica, error) {
 	if opts.Cluster == nil {
 		return nil, errors.New("replica: Options.Cluster is nil")
 	}
@@ -166,7 +202,7 @@ func Start(opts Options) (*Replica, error) {
 		stopC:        make(chan struct{}),
 		doneC:        make(chan struct{}),
 		pending:      newPendingTable(),
-		commitAt:     make(map[protocol.InstanceID]time.Time),
+		waiting:      make(map[protocol.InstanceID]waitInst),
 		blockedSince: make(map[protocol.InstanceID]uint64),
 		replyCommit:  cl.ReplyOnCommit,
 	}
@@ -182,23 +218,41 @@ func Start(opts Options) (*Replica, error) {
 		}
 	}
 	r.exec = executor.New(executor.Config{Apply: r.apply})
+	records, err := r.openStorage(&opts)
+	if err != nil {
+		return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
+	}
+	closeLog := func() {
+		if err := r.wal.Close(); err != nil {
+			r.log.Error("closing log", "err", err)
+		}
+	}
 
 	seed := opts.Seed
 	if seed == 0 {
 		seed = int64(cl.ClusterID ^ uint64(opts.ID)*0x9E3779B97F4A7C15)
 	}
-	pcfg := protocol.Config{ID: opts.ID, Replicas: cl.IDs(), Seed: seed, Records: opts.Records, Logger: logger}
+	pcfg := protocol.Config{ID: opts.ID, Replicas: cl.IDs(), Seed: seed, Records: records, Logger: logger}
 	newEngine := opts.NewEngine
 	if newEngine == nil {
 		newEngine = func(pc protocol.Config) (protocol.Engine, error) { return NewEngine(cl, pc) }
 	}
 	eng, err := newEngine(pcfg)
 	if err != nil {
+		closeLog()
 		return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
 	}
 	r.eng = eng
 	r.susp, _ = eng.(protocol.Suspecter)
 	r.statsR, _ = eng.(protocol.StatsReporter)
+	r.compactor, _ = eng.(protocol.Compactor)
+	r.rows = append([]protocol.ReplicaID{0}, cl.IDs()...)
+	switch {
+	case opts.SnapshotEvery == 0:
+		r.snapEvery = DefaultSnapshotEvery
+	case opts.SnapshotEvery > 0:
+		r.snapEvery = uint64(opts.SnapshotEvery)
+	}
 
 	if opts.Transport != nil {
 		r.tr = opts.Transport
@@ -218,6 +272,7 @@ func Start(opts Options) (*Replica, error) {
 			OnClient:  r.onClient,
 		})
 		if err != nil {
+			closeLog()
 			return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
 		}
 		r.tcp = tcp
@@ -292,6 +347,7 @@ func (r *Replica) Stats() Stats {
 		Executed: s.executed.Load(), ExecutedCmds: s.executedCmds.Load(), Replies: s.replies.Load(),
 		Redirects: s.redirects.Load(), Readys: s.readys.Load(), Syncs: s.syncs.Load(),
 		Records: s.records.Load(), Messages: s.messages.Load(), Suspected: s.suspected.Load(),
+		Snapshots: s.snapshots.Load(), Installed: s.installed.Load(), SnapshotBytes: s.snapBytes.Load(),
 	}
 	s.mu.Lock()
 	out.Engine = s.engine

@@ -23,17 +23,6 @@ func init() {
 	})
 }
 
-// openLog opens replica id's log and returns it with the records it recovered. The
-// durability work (package wal) replaces it; until then a durable replica keeps its log
-// in memory, which does not survive a restart (the replica says so when it starts).
-var openLog = func(cl *config.Cluster, id protocol.ReplicaID, logger *slog.Logger) (replica.Log, []protocol.Record, error) {
-	if cl.IsDurable() {
-		logger.Warn("no write-ahead log in this build: records are kept in memory only and do not survive a restart",
-			"data_dir", cl.DataDirFor(id))
-	}
-	return replica.DiscardLog{}, nil, nil
-}
-
 // replicaGOGC is the garbage collector target a replica runs with unless GOGC is set.
 const replicaGOGC = 400
 
@@ -51,7 +40,8 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("replica", "--config FILE --id N [--durable=false] [--metrics ADDR]", replicaExamples, stderr)
 	path := fs.String("config", "cluster.yaml", "cluster file (see 'parliament config')")
 	id := fs.Uint("id", 0, "this replica's ID in the cluster file (1..N)")
-	durable := fs.Bool("durable", true, "fsync the log before answering (overrides the cluster file's durable field when given)")
+	durable := fs.Bool("durable", true, "keep a write-ahead log and snapshots in the replica's data directory and fsync before answering; false keeps nothing (overrides the cluster file's durable field when given)")
+	snapEvery := fs.Int("snapshot-every", replica.DefaultSnapshotEvery, "executed commands between state-machine snapshots (each compacts the engine and truncates the log); 0 or less = never")
 	metrics := fs.String("metrics", "", "serve Prometheus /metrics on this host:port (overrides the cluster file)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -102,18 +92,26 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		debug.SetGCPercent(replicaGOGC)
 	}
 	rid := protocol.ReplicaID(*id)
-	wal, recs, err := openLog(cl, rid, logger.With("replica", rid))
-	if err != nil {
-		return err
+	opts := replica.Options{Cluster: cl, ID: rid, Logger: logger, SnapshotEvery: *snapEvery}
+	if *snapEvery <= 0 {
+		opts.SnapshotEvery = -1
 	}
-	r, err := replica.Start(replica.Options{Cluster: cl, ID: rid, Log: wal, Records: recs, Logger: logger})
+	dataDir := "none (durable=false: nothing survives a restart)"
+	if cl.IsDurable() {
+		opts.DataDir = cl.DataDirFor(rid)
+		dataDir = opts.DataDir
+	} else {
+		logger.Warn("durable=false: the log is not written; this replica restarts empty and must catch up from its peers",
+			"replica", rid)
+	}
+	r, err := replica.Start(opts)
 	if err != nil {
-		wal.Close()
 		return err
 	}
 	defer r.Stop()
 	logger.Info("replica started", "replica", rid, "protocol", cl.Protocol, "replicas", len(cl.Replicas),
-		"addr", r.Addr(), "site", self.Site, "durable", cl.IsDurable(), "tick", cl.Tick)
+		"addr", r.Addr(), "site", self.Site, "durable", cl.IsDurable(), "data_dir", dataDir,
+		"snapshot_every", opts.SnapshotEvery, "tick", cl.Tick)
 
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -126,7 +124,8 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		logger.Info("stopping", "replica", rid)
 		r.Stop()
 		st := r.Stats()
-		logger.Info("stopped", "replica", rid, "committed", st.Committed, "executed_cmds", st.ExecutedCmds, "replies", st.Replies)
+		logger.Info("stopped", "replica", rid, "committed", st.Committed, "executed_cmds", st.ExecutedCmds, "replies", st.Replies,
+			"fsyncs", st.Syncs, "records", st.Records, "snapshots", st.Snapshots)
 		return nil
 	case <-r.Done():
 		return r.Err()

@@ -1,0 +1,309 @@
+package replica
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/parliament-lab/parliament/executor"
+	"github.com/parliament-lab/parliament/kv"
+	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/wal"
+)
+
+// DefaultSnapshotEvery is the default number of executed commands between state-machine
+// snapshots (Options.SnapshotEvery).
+const DefaultSnapshotEvery = 100000
+
+// snapshot is a state-machine snapshot and the executed frontier it was taken at
+// (normalized: normFrontier).
+type snapshot struct {
+	frontier []protocol.InstanceID
+	data     []byte
+}
+
+// waitInst is a committed instance the executor could not execute yet, kept so that the
+// reply can say how long it waited and so that the instance can be handed to a new
+// executor when a snapshot is installed.
+type waitInst struct {
+	at   time.Time
+	inst protocol.Instance
+}
+
+// truncater is implemented by logs that can replace their content (wal.Log): after a
+// snapshot the log becomes the engine's LiveRecords.
+type truncater interface {
+	Truncate(live []protocol.Record) error
+}
+
+// snapshotAheader is implemented by engines that say whether a snapshot would move them
+// forward (epaxos); commitIndexer by those whose snapshots are a log position
+// (multipaxos: a snapshot above the commit point is installed).
+type snapshotAheader interface {
+	SnapshotAhead(frontier []protocol.InstanceID) bool
+}
+
+type commitIndexer interface {
+	CommitIndex() uint64
+}
+
+// lastSnapshotFrontier returns the frontier of the last RecordSnapshot in recs (the one the
+// engines restart from: frontiers only move forward), normalized; nil when there is none.
+func lastSnapshotFrontier(recs []protocol.Record) []protocol.InstanceID {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Type == protocol.RecordSnapshot {
+			f := recs[i].Inst.Deps
+			if len(f) == 0 && recs[i].Index > 0 {
+				f = []protocol.InstanceID{{Num: recs[i].Index}} // Multi-Paxos form without Deps
+			}
+			return normFrontier(f)
+		}
+	}
+	return nil
+}
+
+// openStorage opens the write-ahead log and the snapshot files in opts.DataDir (when set),
+// restores the store and the executor from the snapshot the log starts from, and returns
+// the records the engine is rebuilt from.
+func (r *Replica) openStorage(opts *Options) ([]protocol.Record, error) {
+	if opts.DataDir == "" {
+		if f := lastSnapshotFrontier(opts.Records); len(f) > 0 {
+			return nil, fmt.Errorf("Options.Records start from a snapshot at %v, but there is no DataDir to load it from", f)
+		}
+		return opts.Records, nil
+	}
+	if opts.Log != nil || opts.Records != nil {
+		return nil, errors.New("Options.DataDir is set: leave Log and Records unset (the replica opens its log itself)")
+	}
+	l, recs, rep, err := wal.Open(opts.DataDir, wal.Options{NoSync: opts.NoSync, Logger: r.log})
+	if err != nil {
+		return nil, err // a *wal.CorruptError names the file and the offset
+	}
+	want := lastSnapshotFrontier(recs)
+	sd, data, err := openSnapDir(opts.DataDir, want, opts.NoSync)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	if data != nil {
+		if err := r.store.Restore(data); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("snapshot %s in %s: %w", sd.cur, opts.DataDir, err)
+		}
+		r.exec.Restore(want)
+		r.snap = snapshot{frontier: want, data: data}
+		r.stats.snapBytes.Store(uint64(len(data)))
+	}
+	r.wal, r.disk = l, sd
+	r.log.Info("recovered", "dir", opts.DataDir, "records", rep.Records, "segments", rep.Segments,
+		"snapshot", sd.cur, "frontier", fmt.Sprint(want), "torn", rep.Torn, "fsync", !opts.NoSync)
+	return recs, nil
+}
+
+// executedFrontier returns what has executed here, per row (prefix semantics).
+func (r *Replica) executedFrontier() []protocol.InstanceID {
+	var f []protocol.InstanceID
+	for _, row := range r.rows {
+		if n := r.exec.ExecutedPrefix(row); n > 0 {
+			f = append(f, protocol.InstanceID{Replica: row, Num: n})
+		}
+	}
+	return f
+}
+
+// maybeCheckpoint takes a snapshot once SnapshotEvery commands executed since the last.
+func (r *Replica) maybeCheckpoint() error {
+	if r.snapEvery == 0 || r.compactor == nil {
+		return nil
+	}
+	if r.stats.executedCmds.Load()-r.snapAt < r.snapEvery {
+		return nil
+	}
+	return r.checkpoint()
+}
+
+// checkpoint folds everything executed here into a state-machine snapshot, makes it
+// durable (a snapshot file), lets the engine forget what it covers (Compact) and replaces
+// the log by the engine's live records, which start with a RecordSnapshot naming the
+// snapshot's frontier (protocol.Compactor).
+//
+// The store may already hold the effects of instances above the frontier (EPaxos executes
+// rows out of step, and the frontier is per-row prefixes): after a restart from this
+// snapshot they execute again, which the store's sessions turn into no-ops for writes
+// (exactly-once), and they were executed only after their whole dependency closure, so
+// nothing that conflicts with them can be ordered before them on replay.
+func (r *Replica) checkpoint() error {
+	r.snapAt = r.stats.executedCmds.Load()
+	f := r.executedFrontier()
+	if len(f) == 0 || sameFrontier(f, r.snap.frontier) {
+		return nil
+	}
+	data := r.store.Snapshot()
+	name := ""
+	if r.disk != nil {
+		var err error
+		if name, err = r.disk.save(f, data); err != nil {
+			return err
+		}
+	}
+	r.snap = snapshot{frontier: f, data: data}
+	r.pruneExecLog(f)
+	r.stats.snapshots.Add(1)
+	r.stats.snapBytes.Store(uint64(len(data)))
+	r.compactor.Compact(f)
+	return r.truncate(name)
+}
+
+// truncate replaces the log by the engine's live records, once the snapshot file name
+// (which they start from) is durable, and then deletes older snapshot files.
+func (r *Replica) truncate(name string) error {
+	t, ok := r.wal.(truncater)
+	if !ok {
+		return nil
+	}
+	live := r.compactor.LiveRecords()
+	if got := lastSnapshotFrontier(live[:min(1, len(live))]); !sameFrontier(got, r.snap.frontier) {
+		// Restarting from these records would look for a snapshot that does not exist:
+		// keep the longer log (and the older snapshot) instead.
+		r.log.Error("not truncating the log: the engine's snapshot record does not match the snapshot",
+			"engine", fmt.Sprint(got), "snapshot", fmt.Sprint(r.snap.frontier))
+		return nil
+	}
+	if err := t.Truncate(live); err != nil {
+		return fmt.Errorf("log truncate: %w", err)
+	}
+	if r.disk != nil {
+		return r.disk.setCurrent(name)
+	}
+	return nil
+}
+
+// snapshotAhead reports whether the engine will install a snapshot with frontier f
+// (Step(MsgSnapshot)), which is when the runtime must restore the store from it first.
+func (r *Replica) snapshotAhead(f []protocol.InstanceID) bool {
+	switch e := r.eng.(type) {
+	case snapshotAheader:
+		return e.SnapshotAhead(f)
+	case commitIndexer:
+		for _, d := range f {
+			if d.Replica == 0 {
+				return d.Num > e.CommitIndex() && d.Num != 1<<64-1
+			}
+		}
+	}
+	return false
+}
+
+// fillSnapshot puts the state-machine snapshot into an outgoing MsgSnapshot (the engine
+// leaves Data empty). It reports false when the latest snapshot does not match the
+// frontier the engine announces, and the message must not leave.
+func (r *Replica) fillSnapshot(m *protocol.Message) bool {
+	if len(m.Data) > 0 {
+		return true
+	}
+	if !sameFrontier(normFrontier(m.Deps), r.snap.frontier) {
+		r.log.Warn("not sending a snapshot: no state-machine snapshot at the engine's frontier",
+			"to", m.To, "engine", fmt.Sprint(m.Deps), "have", fmt.Sprint(r.snap.frontier))
+		return false
+	}
+	m.Data = r.snap.data // never modified: shared by every message that carries it
+	return true
+}
+
+// installSnapshot prepares the runtime for Step(m) of a MsgSnapshot: when the engine will
+// install it, the store and the executor are restored from m.Data and the snapshot is made
+// durable before the engine sees it (the engine persists records that start from it in its
+// next Ready). It returns whether m should be stepped (false: Data does not decode) and
+// the snapshot file name to truncate the log to after Step ("" with no file), and whether
+// the snapshot was installed.
+func (r *Replica) installSnapshot(m *protocol.Message) (step, installed bool, name string, err error) {
+	if !r.snapshotAhead(m.Deps) {
+		return true, false, "", nil
+	}
+	st := kv.New()
+	if err := st.Restore(m.Data); err != nil {
+		r.log.Warn("ignoring a snapshot that does not decode", "from", m.From, "err", err)
+		return false, false, "", nil
+	}
+	f := normFrontier(m.Deps)
+	data := bytes.Clone(m.Data) // m.Data belongs to the transport's receive buffer
+	if r.disk != nil {
+		if name, err = r.disk.save(f, data); err != nil {
+			return false, false, "", err
+		}
+	}
+	r.log.Info("installing snapshot", "from", m.From, "frontier", fmt.Sprint(f), "bytes", len(data),
+		"was", fmt.Sprint(r.executedFrontier()))
+	r.store = st
+	r.snap = snapshot{frontier: f, data: data}
+	r.stats.installed.Add(1)
+	r.stats.snapBytes.Store(uint64(len(data)))
+	// A new executor that starts at the frontier. What executed here but is not covered
+	// by the frontier (EPaxos: the sender may be behind in a row where this replica is
+	// ahead of its last Compact) executes again on top of the snapshot: the store lost
+	// it. Its dependencies are covered or executed again too (they executed before it),
+	// and nothing the snapshot holds conflicts with it and follows it (that would depend
+	// on it, so the sender would have executed it). What waited in the old executor and
+	// lies above the frontier waits again (in ID order, so that runs are reproducible).
+	r.exec = executor.New(executor.Config{Apply: r.apply})
+	r.exec.Restore(f)
+	again := r.execLog
+	r.execLog = nil
+	for i := range again {
+		if !covered(f, again[i].ID) {
+			r.exec.Add(again[i])
+		}
+	}
+	ids := make([]protocol.InstanceID, 0, len(r.waiting))
+	for id := range r.waiting {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b protocol.InstanceID) int {
+		if a.Replica != b.Replica {
+			return cmp.Compare(a.Replica, b.Replica)
+		}
+		return cmp.Compare(a.Num, b.Num)
+	})
+	for _, id := range ids {
+		if covered(f, id) {
+			delete(r.waiting, id) // executed by the snapshot; its client retries and is deduplicated
+			continue
+		}
+		r.exec.Add(r.waiting[id].inst)
+	}
+	return true, true, name, nil
+}
+
+// logExecuted remembers an executed instance until a snapshot covers it (installSnapshot
+// may have to execute it again). inst.Deps belongs to the executor: copied.
+func (r *Replica) logExecuted(inst *protocol.Instance) {
+	e := *inst
+	e.Deps = slices.Clone(inst.Deps)
+	r.execLog = append(r.execLog, e)
+}
+
+// pruneExecLog forgets the executed instances frontier f covers.
+func (r *Replica) pruneExecLog(f []protocol.InstanceID) {
+	k := 0
+	for i := range r.execLog {
+		if !covered(f, r.execLog[i].ID) {
+			r.execLog[k] = r.execLog[i]
+			k++
+		}
+	}
+	clear(r.execLog[k:])
+	r.execLog = r.execLog[:k]
+}
+
+// covered reports whether frontier f (prefix semantics) covers id.
+func covered(f []protocol.InstanceID, id protocol.InstanceID) bool {
+	for _, d := range f {
+		if d.Replica == id.Replica {
+			return id.Num <= d.Num
+		}
+	}
+	return false
+}
