@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,6 +23,12 @@ import (
 
 // benchCluster starts 3 replicas of proto in this process on loopback TCP, in-memory log.
 func benchCluster(b *testing.B, proto string) (*config.Cluster, []*replica.Replica) {
+	return benchClusterDir(b, proto, "")
+}
+
+// benchClusterDir is benchCluster with durable replicas keeping their log and snapshots
+// under dir (real fsync) when dir is not "".
+func benchClusterDir(b *testing.B, proto, dir string) (*config.Cluster, []*replica.Replica) {
 	b.Helper()
 	cl := config.Generate(proto, 3, 1, "")
 	for i := range cl.Replicas {
@@ -32,14 +39,25 @@ func benchCluster(b *testing.B, proto string) (*config.Cluster, []*replica.Repli
 		cl.Replicas[i].Address = l.Addr().String()
 		l.Close()
 	}
-	f := false
+	f := dir != ""
 	cl.Durable = &f
 	if err := cl.Validate(); err != nil {
 		b.Fatal(err)
 	}
 	var rs []*replica.Replica
 	for _, id := range cl.IDs() {
-		r, err := replica.Start(replica.Options{Cluster: cl, ID: id})
+		opts := replica.Options{Cluster: cl, ID: id}
+		if v := os.Getenv("PARLIAMENT_SNAPSHOT_EVERY"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				b.Fatalf("PARLIAMENT_SNAPSHOT_EVERY=%q: %v", v, err)
+			}
+			opts.SnapshotEvery = n
+		}
+		if dir != "" {
+			opts.DataDir = fmt.Sprintf("%s/%d", dir, id)
+		}
+		r, err := replica.Start(opts)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -109,87 +127,135 @@ func BenchmarkRuntime(b *testing.B) {
 			if (tc.proto == config.EPaxos) && !hasEPaxos() {
 				b.Skip("epaxos not built in")
 			}
-			cl, rs := benchCluster(b, tc.proto)
-			leader := warmUp(b, cl, rs)
-			const nclients, window = 6, 2000
-			clients := make([]*client.Client, nclients)
-			for i := range clients {
-				target := protocol.ReplicaID(i%len(rs) + 1)
-				if tc.toLeader {
-					target = leader
-				}
-				c, err := client.New(client.Options{Cluster: cl, Replica: target, MaxOutstanding: window, Timeout: 5 * time.Second})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer c.Close()
-				clients[i] = c
-			}
-			value := make([]byte, 16)
-			hot := []byte("hot-key-16-bytes")
-			before := make([]replica.Stats, len(rs))
-			for i, r := range rs {
-				before[i] = r.Stats()
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			cpu0 := cpuTime()
-			start := time.Now()
-			var wg sync.WaitGroup
-			per := b.N/nclients + 1
-			for ci, c := range clients {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					var done sync.WaitGroup
-					done.Add(per)
-					cb := func(rep protocol.Reply, err error) {
-						if err != nil || rep.Result != protocol.ResultOK {
-							panic(fmt.Sprintf("put failed: %v %v", rep.Result, err))
-						}
-						done.Done()
-					}
-					keys := make([][]byte, keysPerClient)
-					for i := range keys {
-						keys[i] = key16(nil, uint64(ci), uint64(i))
-					}
-					for i := 0; i < per; i++ {
-						k := keys[i%len(keys)]
-						if tc.conflict > 0 && i%100 < tc.conflict {
-							k = hot
-						}
-						c.Submit(protocol.Command{Op: protocol.OpPut, Key: k, Value: value}, cb)
-					}
-					done.Wait()
-				}()
-			}
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			total := per * nclients
-			cpu := cpuTime() - cpu0
-			b.ReportMetric(float64(total)/elapsed.Seconds(), "cmds/s")
-			// CPU per command (whole process: 3 replicas and the clients) and what the
-			// machine's cores could sustain at that cost, which the wall-clock figure
-			// underestimates when other processes compete for the cores.
-			perCmd := cpu.Seconds() / float64(total)
-			b.ReportMetric(perCmd*1e6, "cpu-us/cmd")
-			b.ReportMetric(float64(runtime.NumCPU())/perCmd, "cpu-bound-cmds/s")
-			var committed, cmds, fast, slow uint64
-			for i, r := range rs {
-				s := r.Stats()
-				committed += s.Committed - before[i].Committed
-				cmds += s.CommittedCmds - before[i].CommittedCmds
-				fast += s.Engine.FastPath - before[i].Engine.FastPath
-				slow += s.Engine.SlowPath - before[i].Engine.SlowPath
-			}
-			if committed > 0 {
-				b.ReportMetric(float64(cmds)/float64(committed), "cmds/inst")
-			}
-			if fast+slow > 0 {
-				b.ReportMetric(100*float64(fast)/float64(fast+slow), "fast%")
-			}
+			runLoad(b, loadCase{proto: tc.proto, conflict: tc.conflict, toLeader: tc.toLeader}, "")
 		})
+	}
+}
+
+// loadCase is one workload of the runtime benchmarks.
+type loadCase struct {
+	proto    string
+	conflict int // percent of commands on one shared hot key
+	toLeader bool
+}
+
+// BenchmarkDurability compares durable replicas (write-ahead log with real fsync in a
+// temporary directory, snapshots and truncation at the default interval) with
+// non-durable ones, side by side in one run, for both protocols: the workload of
+// BenchmarkRuntime (3 replicas in this process, loopback TCP, 6 pipelined clients, 16-byte
+// keys and values, no conflicts). records/fsync is what group commit achieves.
+func BenchmarkDurability(b *testing.B) {
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
+	}
+	for _, tc := range []struct {
+		name string
+		load loadCase
+	}{
+		{"protocol=epaxos", loadCase{proto: config.EPaxos}},
+		{"protocol=multipaxos", loadCase{proto: config.MultiPaxos, toLeader: true}},
+	} {
+		for _, durable := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/durable=%v", tc.name, durable), func(b *testing.B) {
+				dir := ""
+				if durable {
+					dir = b.TempDir()
+				}
+				runLoad(b, tc.load, dir)
+			})
+		}
+	}
+}
+
+// runLoad runs one load case against a fresh cluster (durable under dir when not "").
+func runLoad(b *testing.B, tc loadCase, dir string) {
+	cl, rs := benchClusterDir(b, tc.proto, dir)
+	leader := warmUp(b, cl, rs)
+	const nclients, window = 6, 2000
+	clients := make([]*client.Client, nclients)
+	for i := range clients {
+		target := protocol.ReplicaID(i%len(rs) + 1)
+		if tc.toLeader {
+			target = leader
+		}
+		c, err := client.New(client.Options{Cluster: cl, Replica: target, MaxOutstanding: window, Timeout: 5 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	value := make([]byte, 16)
+	hot := []byte("hot-key-16-bytes")
+	before := make([]replica.Stats, len(rs))
+	for i, r := range rs {
+		before[i] = r.Stats()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	start := time.Now()
+	var wg sync.WaitGroup
+	per := b.N/nclients + 1
+	for ci, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var done sync.WaitGroup
+			done.Add(per)
+			cb := func(rep protocol.Reply, err error) {
+				if err != nil || rep.Result != protocol.ResultOK {
+					panic(fmt.Sprintf("put failed: %v %v", rep.Result, err))
+				}
+				done.Done()
+			}
+			keys := make([][]byte, keysPerClient)
+			for i := range keys {
+				keys[i] = key16(nil, uint64(ci), uint64(i))
+			}
+			for i := 0; i < per; i++ {
+				k := keys[i%len(keys)]
+				if tc.conflict > 0 && i%100 < tc.conflict {
+					k = hot
+				}
+				c.Submit(protocol.Command{Op: protocol.OpPut, Key: k, Value: value}, cb)
+			}
+			done.Wait()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	total := per * nclients
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "cmds/s")
+	// CPU per command (whole process: 3 replicas and the clients) and what the
+	// machine's cores could sustain at that cost, which the wall-clock figure
+	// underestimates when other processes compete for the cores.
+	perCmd := cpu.Seconds() / float64(total)
+	b.ReportMetric(perCmd*1e6, "cpu-us/cmd")
+	b.ReportMetric(float64(runtime.NumCPU())/perCmd, "cpu-bound-cmds/s")
+	var committed, cmds, fast, slow, syncs, records uint64
+	for i, r := range rs {
+		s := r.Stats()
+		committed += s.Committed - before[i].Committed
+		cmds += s.CommittedCmds - before[i].CommittedCmds
+		fast += s.Engine.FastPath - before[i].Engine.FastPath
+		slow += s.Engine.SlowPath - before[i].Engine.SlowPath
+		syncs += s.Syncs - before[i].Syncs
+		records += s.Records - before[i].Records
+	}
+	if committed > 0 {
+		b.ReportMetric(float64(cmds)/float64(committed), "cmds/inst")
+	}
+	if fast+slow > 0 {
+		b.ReportMetric(100*float64(fast)/float64(fast+slow), "fast%")
+	}
+	if dir != "" && syncs > 0 {
+		// Per replica: each one fsyncs its own log.
+		b.ReportMetric(float64(records)/float64(syncs), "records/fsync")
+		b.ReportMetric(float64(syncs)/float64(len(rs))/elapsed.Seconds(), "fsyncs/s/replica")
+		b.ReportMetric(float64(total)*float64(len(rs))/float64(syncs), "cmds/fsync")
 	}
 }
 
