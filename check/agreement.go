@@ -43,8 +43,47 @@ type keyOrder struct {
 
 type replicaExec struct {
 	incarnation int
-	pos         map[string]int // per key: writes executed so far in this incarnation
-	executed    map[CmdID]bool // commands executed in this incarnation
+	pos         map[string]int                 // per key: writes executed so far in this incarnation
+	cmds        map[uint64]*numSet             // per client: sequence numbers executed in this incarnation
+	inst        map[protocol.ReplicaID]*numSet // per row: instances executed (or inherited from a snapshot)
+	nInst       int                            // instances in inst
+	restoredAt  []protocol.InstanceID          // frontier of the snapshot the state machine was last restored from
+	before      map[protocol.ReplicaID]*numSet // instances the restored snapshot had executed (shared, never modified)
+	reexec      map[protocol.InstanceID]bool   // of those above restoredAt: executed again since the restore
+}
+
+func newReplicaExec() *replicaExec {
+	return &replicaExec{pos: map[string]int{}, cmds: map[uint64]*numSet{}, inst: map[protocol.ReplicaID]*numSet{}}
+}
+
+func (re *replicaExec) hasInst(id protocol.InstanceID) bool {
+	s := re.inst[id.Replica]
+	return s != nil && s.has(id.Num)
+}
+
+func (re *replicaExec) addInst(id protocol.InstanceID) {
+	s := re.inst[id.Replica]
+	if s == nil {
+		s = &numSet{}
+		re.inst[id.Replica] = s
+	}
+	if s.add(id.Num) {
+		re.nInst++
+	}
+}
+
+func (re *replicaExec) addCmd(id CmdID) {
+	s := re.cmds[id.ClientID]
+	if s == nil {
+		s = &numSet{}
+		re.cmds[id.ClientID] = s
+	}
+	s.add(id.Seq)
+}
+
+func (re *replicaExec) hasCmd(id CmdID) bool {
+	s := re.cmds[id.ClientID]
+	return s != nil && s.has(id.Seq)
 }
 
 // ReplicaChecker checks, as a run goes, that replicas agree: every instance (or slot) is
@@ -154,7 +193,7 @@ func FormatCommand(c *protocol.Command) string {
 func (a *ReplicaChecker) replica(r protocol.ReplicaID) *replicaExec {
 	re := a.replicas[r]
 	if re == nil {
-		re = &replicaExec{pos: map[string]int{}, executed: map[CmdID]bool{}}
+		re = newReplicaExec()
 		a.replicas[r] = re
 	}
 	return re
@@ -180,7 +219,13 @@ func (a *ReplicaChecker) Committed(r protocol.ReplicaID, inst *protocol.Instance
 // Executed records that replica r executed inst (the executor calls Apply in execution
 // order). It returns an Order violation when a command conflicts with one that another
 // replica executed in the other order, and an Agreement violation when the executed
-// instance is not what was committed.
+// instance is not what was committed, or when it executes twice.
+//
+// After a restore from a snapshot (Restored), an instance the snapshot's producer had
+// executed above the snapshot's frontier may execute once more: the frontier is a set of
+// per-row prefixes, so the state machine already holds its effects but the executor does
+// not know it. The store's exactly-once sessions make such a write a no-op, so it is not
+// an execution in the order check; an instance the frontier covers must never execute again.
 func (a *ReplicaChecker) Executed(r protocol.ReplicaID, inst *protocol.Instance) *Violation {
 	if prev, ok := a.committed[inst.ID]; !ok {
 		return &Violation{Property: Agreement, Detail: fmt.Sprintf(
@@ -190,12 +235,29 @@ func (a *ReplicaChecker) Executed(r protocol.ReplicaID, inst *protocol.Instance)
 			"replica %d executed instance %v as {%s} but it was committed as {%s}", r, inst.ID, fp, prev.fp)}
 	}
 	re := a.replica(r)
+	if re.hasInst(inst.ID) {
+		if s := re.before[inst.ID.Replica]; s != nil && s.has(inst.ID.Num) &&
+			!Covers(re.restoredAt, inst.ID) && !re.reexec[inst.ID] {
+			if re.reexec == nil {
+				re.reexec = map[protocol.InstanceID]bool{}
+			}
+			re.reexec[inst.ID] = true
+			return nil
+		}
+		why := "twice in one incarnation"
+		if Covers(re.restoredAt, inst.ID) {
+			why = fmt.Sprintf("again although the snapshot it restored (frontier %v) covers it", re.restoredAt)
+		}
+		return &Violation{Property: Agreement, Detail: fmt.Sprintf(
+			"replica %d executed instance %v %s", r, inst.ID, why)}
+	}
+	re.addInst(inst.ID)
 	for i := range inst.Cmds {
 		c := &inst.Cmds[i]
 		if c.Op == protocol.OpNoop {
 			continue
 		}
-		re.executed[CmdID{c.ClientID, c.Seq}] = true
+		re.addCmd(CmdID{c.ClientID, c.Seq})
 		key := string(c.Key)
 		ko := a.keys[key]
 		if ko == nil {
@@ -243,14 +305,15 @@ func (a *ReplicaChecker) describeWrites(key string, n int) string {
 // must follow the same order.
 func (a *ReplicaChecker) Restarted(r protocol.ReplicaID) {
 	re := a.replica(r)
-	re.incarnation++
-	re.pos = map[string]int{}
-	re.executed = map[CmdID]bool{}
+	inc := re.incarnation + 1
+	*re = *newReplicaExec()
+	re.incarnation = inc
 }
 
-// HasExecuted reports whether replica r executed command id since its last restart.
+// HasExecuted reports whether replica r executed command id since its last restart (or
+// holds it in the snapshot it restored).
 func (a *ReplicaChecker) HasExecuted(r protocol.ReplicaID, id CmdID) bool {
-	return a.replica(r).executed[id]
+	return a.replica(r).hasCmd(id)
 }
 
 // Durable checks that replica r executed every acknowledged write since its last restart.
@@ -260,7 +323,7 @@ func (a *ReplicaChecker) Durable(r protocol.ReplicaID, acked []CmdID) *Violation
 	re := a.replica(r)
 	var missing []string
 	for _, id := range acked {
-		if !re.executed[id] {
+		if !re.hasCmd(id) {
 			missing = append(missing, id.String())
 		}
 	}

@@ -27,9 +27,16 @@ const (
 	// Durability: an acknowledged write is executed by every replica once faults heal, even
 	// across crash-restarts (only what an engine persisted survives a crash).
 	Durability Property = "durability"
+	// Convergence: once every replica has executed every committed instance, their state
+	// machines are identical (snapshots, their installation and restarts from them
+	// included).
+	Convergence Property = "convergence"
 	// Liveness: after faults heal, every client operation completes within a bound of
 	// virtual time.
 	Liveness Property = "liveness"
+	// Contract: an engine broke the runtime contract of package protocol, for example a
+	// MsgSnapshot or LiveRecords naming a frontier no state-machine snapshot has.
+	Contract Property = "contract"
 	// Panic: an engine (or the executor, or the state machine) panicked, which means it
 	// detected a broken invariant.
 	Panic Property = "panic"

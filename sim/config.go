@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parliament-lab/parliament/kv"
 	"github.com/parliament-lab/parliament/protocol"
 )
 
@@ -111,6 +112,37 @@ const (
 	DefaultSkew = 0.25
 )
 
+// Compaction selects whether replicas take state-machine snapshots and let their engines
+// forget what the snapshots cover (protocol.Compactor).
+type Compaction uint8
+
+const (
+	// CompactSwarm draws per seed: off in one seed of five; otherwise a snapshot period
+	// and, in most seeds, a tiny engine retention so that peers catch up by snapshot.
+	CompactSwarm Compaction = iota
+	CompactOff              // never snapshot: engines keep every instance, restarts replay the whole log
+	CompactOn               // snapshot in every seed (period and retention still drawn)
+)
+
+var compactionNames = []string{"swarm", "off", "on"}
+
+func (c Compaction) String() string {
+	if int(c) < len(compactionNames) {
+		return compactionNames[c]
+	}
+	return fmt.Sprintf("compaction(%d)", uint8(c))
+}
+
+// ParseCompaction reads "swarm", "off" or "on".
+func ParseCompaction(s string) (Compaction, error) {
+	for i, n := range compactionNames {
+		if s == n {
+			return Compaction(i), nil
+		}
+	}
+	return 0, fmt.Errorf("sim: unknown compaction %q (want swarm, off or on)", s)
+}
+
 // EngineFactory builds one replica's engine. The simulator calls it at start and again at
 // every restart, with Records set to what the previous incarnation persisted.
 type EngineFactory func(cfg protocol.Config) (protocol.Engine, error)
@@ -128,8 +160,13 @@ type Config struct {
 	// Mutation names a test-only engine option that breaks safety on purpose (see
 	// Mutations); "" runs the real protocol.
 	Mutation string
-	// NewEngine overrides the engine construction (tests); nil uses Protocol and Mutation.
+	// NewEngine overrides the engine construction (tests); nil uses Protocol and Mutation
+	// (with the seed's compaction knobs).
 	NewEngine EngineFactory
+	// Compaction says whether replicas snapshot their state machines and truncate
+	// (protocol.Compactor): CompactSwarm (the default) draws it per seed, with its period
+	// and the engines' retention, and leaves it off in some seeds.
+	Compaction Compaction
 
 	Tick time.Duration // virtual duration of a tick before skew (default 10ms, as replica/)
 	// SkewMax bounds the tick-rate skew (fault "skew"): each replica's tick lasts Tick
@@ -141,6 +178,10 @@ type Config struct {
 	// Trace, when set, receives a readable log of every event of the run. Two runs of one
 	// seed write identical bytes.
 	Trace io.Writer
+
+	// tamper, in tests, changes the last replica's store just before the final state
+	// comparison (which must then fail).
+	tamper func(st *kv.Store)
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -176,11 +217,14 @@ func (c *Config) withDefaults() (Config, error) {
 		out.MaxEvents = DefaultMaxEvents
 	}
 	if out.NewEngine == nil {
-		f, err := Engine(out.Protocol, out.Mutation)
-		if err != nil {
+		// Validate the protocol and the mutation now; the factory is built per seed, with
+		// the seed's compaction knobs (start).
+		if _, err := Engine(out.Protocol, out.Mutation); err != nil {
 			return out, err
 		}
-		out.NewEngine = f
+	}
+	if out.Compaction > CompactOn {
+		return out, fmt.Errorf("sim: unknown Compaction %d", out.Compaction)
 	}
 	return out, nil
 }
@@ -202,6 +246,9 @@ func ReplayCommand(cfg Config, traceFile string) string {
 	}
 	if cfg.SkewMax != 0 && cfg.SkewMax != DefaultSkew {
 		fmt.Fprintf(&b, " --skew %g", cfg.SkewMax)
+	}
+	if cfg.Compaction != CompactSwarm {
+		fmt.Fprintf(&b, " --compaction %s", cfg.Compaction)
 	}
 	if cfg.Mutation != "" {
 		fmt.Fprintf(&b, " --mutation %s", cfg.Mutation)

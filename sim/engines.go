@@ -20,8 +20,24 @@ type Mutation struct {
 	apply    func(mp *multipaxos.Config, ep *epaxos.Config)
 }
 
+// Mutations of the simulated runtime's truncation (compaction.go), not of an engine.
+const (
+	mutInstallDropsExecuted = "install-drops-executed"
+	mutInstallKeepsStore    = "install-keeps-store"
+)
+
 // Mutations lists the known mutations by name.
 var Mutations = map[string]Mutation{
+	mutInstallDropsExecuted: {
+		Name: mutInstallDropsExecuted, Protocol: EPaxos,
+		About: "installing a snapshot, the runtime hands the new executor only the committed instances still pending " +
+			"above the frontier (as replica/ does), so instances executed here above it but missing from the snapshot are lost",
+	},
+	mutInstallKeepsStore: {
+		Name: mutInstallKeepsStore, Protocol: MultiPaxos,
+		About: "installing a snapshot, the runtime restores the executor at the frontier but keeps its old store " +
+			"(the snapshot's data is ignored), so the slots it covers never reach the state machine",
+	},
 	"ignore-promised-values": {
 		Name: "ignore-promised-values", Protocol: MultiPaxos,
 		About: "a new Multi-Paxos leader proposes its own value over one found in phase 1",
@@ -52,6 +68,18 @@ func MutationNames() []string {
 // Engine returns the factory of the named protocol's engine with its default knobs, with
 // the named mutation applied ("" for none).
 func Engine(proto, mutation string) (EngineFactory, error) {
+	return engineWith(proto, mutation, engineKnobs{})
+}
+
+// engineKnobs are the engine settings a seed draws (compaction.go).
+type engineKnobs struct {
+	// retain, when > 0, is the engine's retention of compacted instances: epaxos
+	// RetainInstances, multipaxos RetainCmds (retain-1, so that 0 can be drawn). Tiny
+	// values make peers catch up by snapshot transfer instead of from memory.
+	retain int
+}
+
+func engineWith(proto, mutation string, k engineKnobs) (EngineFactory, error) {
 	var mut *Mutation
 	if mutation != "" {
 		m, ok := Mutations[mutation]
@@ -68,7 +96,10 @@ func Engine(proto, mutation string) (EngineFactory, error) {
 		return func(pc protocol.Config) (protocol.Engine, error) {
 			c := multipaxos.DefaultConfig()
 			c.Config = pc
-			if mut != nil {
+			if k.retain > 0 {
+				c.RetainCmds = k.retain - 1
+			}
+			if mut != nil && mut.apply != nil {
 				mut.apply(&c, nil)
 			}
 			return multipaxos.New(c)
@@ -77,7 +108,10 @@ func Engine(proto, mutation string) (EngineFactory, error) {
 		return func(pc protocol.Config) (protocol.Engine, error) {
 			c := epaxos.DefaultConfig()
 			c.Config = pc
-			if mut != nil {
+			if k.retain > 0 {
+				c.RetainInstances = k.retain
+			}
+			if mut != nil && mut.apply != nil {
 				mut.apply(nil, &c)
 			}
 			return epaxos.New(c)

@@ -109,7 +109,11 @@ func (s *sim) deliver(e *event) {
 	if s.trace != nil {
 		s.tracef("deliver %s", fmtMsg(&e.msg))
 	}
-	nd.eng.Step(e.msg)
+	if e.msg.Type == protocol.MsgSnapshot && nd.comp != nil {
+		s.deliverSnapshot(nd, &e.msg)
+	} else {
+		nd.eng.Step(e.msg)
+	}
 	s.afterInput(nd)
 }
 

@@ -31,10 +31,22 @@ type node struct {
 
 	eng   protocol.Engine
 	susp  protocol.Suspecter
+	comp  protocol.Compactor // nil when the engine cannot truncate
 	exec  *executor.Executor
 	store *kv.Store
 
 	durable []protocol.Record
+	// snaps are the durable state-machine snapshots (the snapshot files): after a
+	// truncation only the one the records start from; a torn checkpoint or an install
+	// may leave a newer one next to it.
+	snaps []*snapshot
+	// live holds the committed instances handed to the executor that the latest
+	// snapshot's frontier does not cover, executed or not: installing a peer's snapshot
+	// hands them to the new executor again (compaction.go, deliverSnapshot).
+	live map[protocol.InstanceID]protocol.Instance
+	// drainNext is the tick at which the drain asks the engine again to recover what
+	// this replica is missing (drainSuspect).
+	drainNext uint64
 
 	// waiting maps the commands clients sent to this replica (this incarnation: a crash
 	// breaks the connections) to the client to answer once the command executes here.
@@ -46,15 +58,18 @@ type node struct {
 }
 
 // boot starts (or restarts) a replica: a fresh engine built only from the durable records,
-// and an empty executor and store. The engines re-emit every slot or instance they know
-// committed in their first Ready (both engines document this), so the state machine is
-// rebuilt by executing the committed log again from the start.
+// and an executor and a store that start empty or, when the records start from a
+// snapshot, from that durable snapshot. The engines re-emit every slot or instance they
+// know committed above it in their first Ready (both engines document this), so the state
+// machine is rebuilt by executing the committed log again from there.
 func (s *sim) boot(nd *node) {
 	nd.up = true
 	nd.ticks = 0
+	nd.drainNext = 0
 	nd.waiting = map[check.CmdID]int{}
 	nd.blockedSince = map[protocol.InstanceID]uint64{}
-	eng, err := s.cfg.NewEngine(protocol.Config{
+	nd.live = map[protocol.InstanceID]protocol.Instance{}
+	eng, err := s.newEngine(protocol.Config{
 		ID:       nd.id,
 		Replicas: s.ids,
 		Seed:     int64(s.engRng.Uint64()),
@@ -67,10 +82,19 @@ func (s *sim) boot(nd *node) {
 	}
 	nd.eng = eng
 	nd.susp, _ = eng.(protocol.Suspecter)
+	nd.comp = nil
+	if s.plan.every > 0 {
+		nd.comp, _ = eng.(protocol.Compactor)
+	}
 	nd.store = kv.New()
 	nd.exec = executor.New(executor.Config{Apply: func(inst *protocol.Instance) { s.apply(nd, inst) }})
+	if !s.restoreAtBoot(nd) {
+		nd.up = false
+		return
+	}
 	first := s.engRng.Int64N(nd.period) + 1
 	s.schedule(event{at: s.now + first, kind: evTick, node: nd.idx, inc: nd.inc})
+	s.scheduleSnapshot(nd, true)
 	s.process(nd)
 }
 
@@ -86,8 +110,8 @@ func (s *sim) restart(nd *node) {
 func (s *sim) crash(nd *node, why string) {
 	nd.up = false
 	nd.tornNext = false
-	nd.eng, nd.susp, nd.exec, nd.store = nil, nil, nil, nil
-	nd.waiting = nil
+	nd.eng, nd.susp, nd.comp, nd.exec, nd.store = nil, nil, nil, nil, nil
+	nd.waiting, nd.live = nil, nil
 	s.res.Crashes++
 	back := min(s.now+max(nd.downFor, 1), max(s.healAt, s.now+1))
 	if s.trace != nil {
@@ -145,6 +169,9 @@ func (s *sim) process(nd *node) {
 			if m.From == 0 {
 				m.From = nd.id
 			}
+			if m.Type == protocol.MsgSnapshot && len(m.Data) == 0 && !s.fillSnapshot(nd, &m) {
+				return
+			}
 			s.send(m)
 		}
 		for i := range rd.Committed {
@@ -157,6 +184,15 @@ func (s *sim) process(nd *node) {
 		}
 		if len(rd.Committed) > 0 && !s.stopped {
 			nd.exec.Execute()
+			if nd.comp != nil {
+				for i := range rd.Committed {
+					if id := rd.Committed[i].ID; !check.Covers(nd.snapFrontier(), id) {
+						if _, ok := nd.live[id]; !ok {
+							nd.live[id] = cloneInstance(rd.Committed[i])
+						}
+					}
+				}
+			}
 		}
 		for i := range rd.Redirect {
 			c := &rd.Redirect[i]
@@ -207,6 +243,9 @@ func (s *sim) apply(nd *node, inst *protocol.Instance) {
 // on for suspectTicks (EPaxos explicit prepare, SOSP'13 §4.7), again every suspectTicks
 // while they stay blocked. Blocked() is sorted, so the order of Suspect is deterministic.
 func (s *sim) suspect(nd *node) {
+	if s.draining {
+		s.drainSuspect(nd)
+	}
 	if nd.susp == nil || nd.exec.Pending() == 0 {
 		clear(nd.blockedSince)
 		return

@@ -22,6 +22,7 @@ const (
 	evPartition                  // a partition starts
 	evPartitionEnd               // a partition heals
 	evHeal                       // every fault heals: the liveness phase begins
+	evSnapshot                   // a replica snapshots its state machine and truncates (compaction.go)
 )
 
 // event is one entry of the simulation queue. Events are ordered by (at, seq): seq is a
@@ -123,6 +124,7 @@ const (
 	streamClients
 	streamFaults
 	streamEngines
+	streamCompaction
 )
 
 // splitmix64 scrambles a seed (Steele et al., "Fast splittable pseudorandom number

@@ -40,9 +40,16 @@ type Result struct {
 	Dropped    uint64 // messages lost to loss, partitions and down replicas
 	Crashes    int
 	Partitions int
-	EndTime    time.Duration // virtual time at which the run ended
-	HealTime   time.Duration // virtual time at which the faults healed
-	Swarm      string        // the fault mix this seed drew
+	// Compaction (compaction.go): the seed's plan, snapshots taken, sent to peers and
+	// installed from peers.
+	Compaction    string
+	Snapshots     int
+	SnapshotsSent int
+	Installs      int
+	Restores      int           // restarts that restored the state machine from a snapshot
+	EndTime       time.Duration // virtual time at which the run ended
+	HealTime      time.Duration // virtual time at which the faults healed
+	Swarm         string        // the fault mix this seed drew
 	// Violations lists every broken property, the first one first. Empty means the run
 	// passed every check.
 	Violations []check.Violation
@@ -67,8 +74,12 @@ type sim struct {
 	seq uint64
 	q   eventQueue
 
-	netRng, cliRng, faultRng, engRng *rand.Rand
-	sw                               swarm
+	netRng, cliRng, faultRng, engRng, compRng *rand.Rand
+	sw                                        swarm
+	plan                                      compactPlan
+	newEngine                                 EngineFactory
+	snaps                                     []*snapshot // every snapshot taken, by serial-1
+	rows                                      []protocol.ReplicaID
 
 	ids    []protocol.ReplicaID
 	nodes  []*node
@@ -90,6 +101,8 @@ type sim struct {
 	finalAt  int64
 	acked    []check.CmdID // acknowledged writes (PUT and successful CAS)
 	deadline int64
+	draining bool  // every operation completed: waiting for every replica to execute everything
+	drainAt  int64 // when the drain began
 
 	checker *check.ReplicaChecker
 	res     Result
@@ -129,6 +142,7 @@ func newSim(cfg Config) *sim {
 		cliRng:   newStream(cfg.Seed, streamClients),
 		faultRng: newStream(cfg.Seed, streamFaults),
 		engRng:   newStream(cfg.Seed, streamEngines),
+		compRng:  newStream(cfg.Seed, streamCompaction),
 		checker:  check.NewReplicaChecker(),
 	}
 	s.res.Seed = cfg.Seed
@@ -141,11 +155,13 @@ func newSim(cfg Config) *sim {
 		panic(err) // the built-in matrix covers every n
 	}
 	s.sites = workloads.PlaceReplicas(m, n)
+	s.rows = []protocol.ReplicaID{0} // Multi-Paxos slots; EPaxos rows are the replica IDs
 	s.oneWay = make([][]int64, n)
 	s.fifo = make([][]int64, n)
 	s.blocked = make([][]int, n)
 	for i := range n {
 		s.ids = append(s.ids, protocol.ReplicaID(i+1))
+		s.rows = append(s.rows, protocol.ReplicaID(i+1))
 		s.oneWay[i] = make([]int64, n)
 		s.fifo[i] = make([]int64, n)
 		s.blocked[i] = make([]int, n)
@@ -167,6 +183,16 @@ func (s *sim) start() {
 	s.deadline = s.healAt + 2*int64(cfg.LivenessBound)
 	s.res.HealTime = time.Duration(s.healAt)
 	s.res.Swarm = s.sw.String()
+	s.plan = drawCompaction(cfg.Compaction, s.compRng)
+	s.res.Compaction = s.plan.String()
+	s.newEngine = cfg.NewEngine
+	if s.newEngine == nil {
+		f, err := engineWith(cfg.Protocol, cfg.Mutation, engineKnobs{retain: s.plan.retain})
+		if err != nil {
+			panic(err) // validated by withDefaults
+		}
+		s.newEngine = f
+	}
 
 	nClients := cfg.Clients
 	if nClients == 0 {
@@ -182,6 +208,7 @@ func (s *sim) start() {
 	s.tracef("seed %d protocol %s replicas %d sites %s faults %s mutation %q",
 		cfg.Seed, cfg.Protocol, cfg.Replicas, strings.Join(s.sites, ","), cfg.Faults, cfg.Mutation)
 	s.tracef("swarm %s", s.res.Swarm)
+	s.tracef("compaction %s", s.res.Compaction)
 	s.tracef("workload ops %d clients %d keys %d heal-at %s", cfg.Ops, nClients, nKeys, check.FormatTime(s.healAt))
 
 	for i := range cfg.Replicas {
@@ -256,6 +283,8 @@ func (s *sim) dispatch(e *event) {
 		s.partitionEnd(e.part)
 	case evHeal:
 		s.heal()
+	case evSnapshot:
+		s.checkpoint(e)
 	}
 }
 
@@ -313,8 +342,12 @@ func (s *sim) progress() {
 		}
 	}
 	if lagging == nil {
-		s.tracef("all operations complete and every replica executed every acknowledged write")
-		s.stopped = true
+		if !s.draining {
+			s.tracef("all operations complete and every replica executed every acknowledged write; draining")
+			s.draining, s.drainAt = true, s.now
+			s.deadline = max(s.deadline, s.now+bound+int64(time.Second))
+		}
+		s.drain()
 		return
 	}
 	if s.finalAt == 0 {

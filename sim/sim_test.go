@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/parliament-lab/parliament/check"
+	"github.com/parliament-lab/parliament/kv"
 	"github.com/parliament-lab/parliament/protocol"
 )
 
@@ -37,6 +38,7 @@ func TestSeeds(t *testing.T) {
 			t.Run(proto+"/n="+strconv.Itoa(replicas), func(t *testing.T) {
 				cfg := Config{Protocol: proto, Replicas: replicas, Seed: 1, Faults: AllFaults()}
 				var ops, completed, crashes, parts int
+				var snaps, sent, installs, restores, compacted int
 				var dropped uint64
 				failures := 0
 				err := RunSeeds(context.Background(), cfg, n, 0, func(r Result) bool {
@@ -45,6 +47,13 @@ func TestSeeds(t *testing.T) {
 					crashes += r.Crashes
 					parts += r.Partitions
 					dropped += r.Dropped
+					snaps += r.Snapshots
+					sent += r.SnapshotsSent
+					installs += r.Installs
+					restores += r.Restores
+					if r.Snapshots > 0 {
+						compacted++
+					}
 					if r.Failed() {
 						failures++
 						c := cfg
@@ -59,8 +68,13 @@ func TestSeeds(t *testing.T) {
 				}
 				t.Logf("%d seeds: %d operations checked (%d completed), %d crashes, %d partitions, %d messages dropped",
 					n, ops, completed, crashes, parts, dropped)
+				t.Logf("compaction in %d seeds: %d snapshots, %d sent to peers, %d installed, %d restarts from a snapshot",
+					compacted, snaps, sent, installs, restores)
 				if n >= 10 && (crashes == 0 || parts == 0 || dropped == 0) {
 					t.Errorf("faults were not injected: %d crashes, %d partitions, %d drops", crashes, parts, dropped)
+				}
+				if n >= 50 && (compacted == 0 || compacted == n || installs == 0 || restores == 0) {
+					t.Errorf("compaction was not exercised: on in %d of %d seeds, %d installs, %d restores", compacted, n, installs, restores)
 				}
 			})
 		}
@@ -72,12 +86,15 @@ func TestSameSeedSameTrace(t *testing.T) {
 	for _, proto := range []string{MultiPaxos, EPaxos} {
 		for _, seed := range []uint64{3, 7} {
 			var a, b bytes.Buffer
-			cfg := Config{Protocol: proto, Replicas: 5, Seed: seed, Faults: AllFaults(), Trace: &a}
+			cfg := Config{Protocol: proto, Replicas: 5, Seed: seed, Faults: AllFaults(), Compaction: CompactOn, Trace: &a}
 			ra := Run(cfg)
 			cfg.Trace = &b
 			rb := Run(cfg)
 			if a.Len() < 10_000 {
 				t.Fatalf("%s seed %d: trace of %d bytes is implausibly short", proto, seed, a.Len())
+			}
+			if !bytes.Contains(a.Bytes(), []byte(" snapshot #")) {
+				t.Fatalf("%s seed %d: compaction on, but the trace shows no snapshot", proto, seed)
 			}
 			if !bytes.Equal(a.Bytes(), b.Bytes()) {
 				t.Fatalf("%s seed %d: two runs wrote different traces (%d and %d bytes), first difference at byte %d",
@@ -117,6 +134,8 @@ var mutationBounds = map[string]int{
 	"ignore-promised-values":   40,
 	"fast-quorum-minus-one":    20,
 	"recovery-ignore-accepted": 300,
+	"install-drops-executed":   60,
+	"install-keeps-store":      60,
 }
 
 // TestMutationsCaught proves the checkers can fail: each engine mutation that breaks
@@ -364,6 +383,83 @@ func TestRegressionMultiPaxosElectionLivelock(t *testing.T) {
 		r := Run(Config{Protocol: MultiPaxos, Replicas: 5, Seed: seed, Faults: AllFaults(), SkewMax: 0.6})
 		if r.Failed() {
 			t.Errorf("seed %d: %v", seed, r.Violations[0].Error())
+		}
+	}
+}
+
+// TestCompaction runs seeds with truncation in every one: replicas snapshot, compact and
+// truncate their records, lagging replicas install their peers' snapshots, and restarts
+// restore the state machine from a snapshot; every seed must pass every check, the final
+// state comparison included.
+func TestCompaction(t *testing.T) {
+	seeds := 40
+	if testing.Short() {
+		seeds = 10
+	}
+	for _, proto := range []string{MultiPaxos, EPaxos} {
+		cfg := Config{Protocol: proto, Replicas: 3, Seed: 1000, Faults: AllFaults(), Compaction: CompactOn}
+		var snaps, installs, restores, sent int
+		err := RunSeeds(context.Background(), cfg, seeds, 0, func(r Result) bool {
+			if r.Failed() {
+				c := cfg
+				c.Seed = r.Seed
+				t.Errorf("%s seed %d: %v\n  compaction %s\n  replay: %s", proto, r.Seed, r.Violations[0].Error(), r.Compaction,
+					ReplayCommand(c, "seed.trace"))
+			}
+			if r.Compaction == "off" || r.Snapshots == 0 {
+				t.Errorf("%s seed %d: compaction %q, %d snapshots: want compaction in every seed", proto, r.Seed, r.Compaction, r.Snapshots)
+			}
+			snaps += r.Snapshots
+			installs += r.Installs
+			restores += r.Restores
+			sent += r.SnapshotsSent
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d seeds, %d snapshots, %d sent, %d installed, %d restarts from a snapshot", proto, seeds, snaps, sent, installs, restores)
+		if installs == 0 || restores == 0 || sent < installs {
+			t.Errorf("%s: %d installs, %d restores, %d sent: snapshot transfer and restart from a snapshot were not exercised",
+				proto, installs, restores, sent)
+		}
+	}
+}
+
+// TestCompactionOff checks the knob: without compaction no replica snapshots, and the
+// fault schedule and workload of a seed do not depend on it (compaction draws from its
+// own stream).
+func TestCompactionOff(t *testing.T) {
+	for _, proto := range []string{MultiPaxos, EPaxos} {
+		off := Run(Config{Protocol: proto, Replicas: 3, Seed: 4, Faults: AllFaults(), Compaction: CompactOff})
+		on := Run(Config{Protocol: proto, Replicas: 3, Seed: 4, Faults: AllFaults(), Compaction: CompactOn})
+		if off.Failed() || on.Failed() {
+			t.Fatalf("%s: violations off=%v on=%v", proto, off.Violations, on.Violations)
+		}
+		if off.Snapshots != 0 || off.Installs != 0 || off.Compaction != "off" {
+			t.Fatalf("%s compaction off: %d snapshots, %d installs, plan %q", proto, off.Snapshots, off.Installs, off.Compaction)
+		}
+		if on.Snapshots == 0 {
+			t.Fatalf("%s compaction on: no snapshot", proto)
+		}
+		if off.Swarm != on.Swarm || off.HealTime != on.HealTime || off.Ops != on.Ops {
+			t.Fatalf("%s: compaction changed the fault draw or the workload: %q/%v/%d vs %q/%v/%d",
+				proto, off.Swarm, off.HealTime, off.Ops, on.Swarm, on.HealTime, on.Ops)
+		}
+	}
+}
+
+// TestConvergenceCaught proves the final state comparison can fail: one replica's store
+// gains a key just before it.
+func TestConvergenceCaught(t *testing.T) {
+	for _, proto := range []string{MultiPaxos, EPaxos} {
+		cfg := Config{Protocol: proto, Replicas: 3, Seed: 2, Faults: AllFaults(),
+			tamper: func(st *kv.Store) {
+				st.Apply(&protocol.Command{Op: protocol.OpPut, Key: []byte("k0"), Value: []byte("forged")})
+			}}
+		r := Run(cfg)
+		if !r.Failed() || r.Violations[0].Property != check.Convergence || !strings.Contains(r.Violations[0].Detail, "forged") {
+			t.Fatalf("%s: violations = %v, want convergence naming the forged value", proto, r.Violations)
 		}
 	}
 }

@@ -24,7 +24,8 @@ func init() {
 const simExamples = `  parliament sim --protocol epaxos --replicas 5 --seeds 1000
   parliament sim --protocol multipaxos --replicas 3 --seeds 200 --faults loss,partition,crash
   parliament sim --protocol epaxos --replicas 5 --seeds 1 --seed 42 --trace seed42.trace   # replay one seed
-  parliament sim --protocol epaxos --replicas 5 --seeds 50 --mutation fast-quorum-minus-one  # must fail`
+  parliament sim --protocol epaxos --replicas 5 --seeds 50 --mutation fast-quorum-minus-one  # must fail
+  parliament sim --protocol multipaxos --replicas 3 --seeds 500 --compaction off             # never truncate`
 
 // maxReported bounds the failures printed in full; the summary counts them all.
 const maxReported = 10
@@ -40,6 +41,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	clients := fs.Int("clients", 0, "concurrent clients per seed (0: drawn from the seed, 2..4)")
 	keys := fs.Int("keys", 0, "keys the clients touch (0: drawn from the seed, 2..5)")
 	skew := fs.Float64("skew", sim.DefaultSkew, "fault \"skew\": replica ticks last from 1/(1+S) to 1+S times the nominal tick")
+	compaction := fs.String("compaction", "swarm", "snapshots and truncation: swarm (drawn per seed, off in some), on, or off")
 	mutation := fs.String("mutation", "", "TEST ONLY: break the engine on purpose to see the checkers fail: "+strings.Join(sim.MutationNames(), ", "))
 	trace := fs.String("trace", "", "write the event log of the first seed to FILE (and, on a linearizability failure, porcupine's visualization to FILE.html)")
 	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "seeds run in parallel")
@@ -55,16 +57,20 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	comp, err := sim.ParseCompaction(*compaction)
+	if err != nil {
+		return err
+	}
 	if *seeds < 1 {
 		return fmt.Errorf("--seeds %d: need at least 1", *seeds)
 	}
 	cfg := sim.Config{Protocol: *proto, Replicas: *replicas, Seed: *seed, Faults: fl, Ops: *ops,
-		Clients: *clients, Keys: *keys, Mutation: *mutation, SkewMax: *skew}
+		Clients: *clients, Keys: *keys, Mutation: *mutation, SkewMax: *skew, Compaction: comp}
 	if _, err := sim.Engine(cfg.Protocol, cfg.Mutation); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "sim: %s, %d replicas, seeds %d..%d, faults %s, %d ops per seed, %d workers\n",
-		cfg.Protocol, cfg.Replicas, *seed, *seed+uint64(*seeds)-1, fl, cfg.Ops, *workers)
+	fmt.Fprintf(stdout, "sim: %s, %d replicas, seeds %d..%d, faults %s, compaction %s, %d ops per seed, %d workers\n",
+		cfg.Protocol, cfg.Replicas, *seed, *seed+uint64(*seeds)-1, fl, comp, cfg.Ops, *workers)
 
 	start := time.Now()
 	var sum simSummary
@@ -102,6 +108,8 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, ", %d histories porcupine could not decide in time", sum.linUnknown)
 	}
 	fmt.Fprintf(stdout, "; %.1fs, %.1f seeds/s\n", el.Seconds(), float64(sum.seeds)/el.Seconds())
+	fmt.Fprintf(stdout, "compaction: %d seeds with snapshots, %d snapshots taken, %d sent to peers, %d installed from peers\n",
+		sum.compacted, sum.snapshots, sum.snapSent, sum.installs)
 	if sum.failed > 0 {
 		return exitError{code: 1}
 	}
@@ -137,6 +145,8 @@ func runTraced(cfg sim.Config, path string) (sim.Result, error) {
 type simSummary struct {
 	seeds, ops, completed, instances int
 	violations, failed, linUnknown   int
+	compacted, snapshots             int
+	snapSent, installs               int
 }
 
 func (s *simSummary) add(w io.Writer, cfg sim.Config, r sim.Result, traced string) {
@@ -144,6 +154,12 @@ func (s *simSummary) add(w io.Writer, cfg sim.Config, r sim.Result, traced strin
 	s.ops += r.Ops
 	s.completed += r.Completed
 	s.instances += r.Instances
+	if r.Snapshots > 0 {
+		s.compacted++
+	}
+	s.snapshots += r.Snapshots
+	s.snapSent += r.SnapshotsSent
+	s.installs += r.Installs
 	if r.LinUnknown() {
 		s.linUnknown++
 	}
@@ -165,7 +181,7 @@ func (s *simSummary) add(w io.Writer, cfg sim.Config, r sim.Result, traced strin
 			fmt.Fprintf(w, "     seed %d also: %s violation: %s\n", r.Seed, v.Property, firstLine(detail))
 		}
 	}
-	fmt.Fprintf(w, "     faults drawn: %s\n", r.Swarm)
+	fmt.Fprintf(w, "     faults drawn: %s; compaction %s\n", r.Swarm, r.Compaction)
 	if traced != "" {
 		fmt.Fprintf(w, "     trace: %s", traced)
 		if r.Lin != nil && r.Lin.Illegal() {

@@ -27,6 +27,23 @@ func TestSimPasses(t *testing.T) {
 	if !strings.Contains(out, "seeds 20..25") {
 		t.Fatalf("header should name the seed range:\n%s", out)
 	}
+	if !regexp.MustCompile(`compaction: \d+ seeds with snapshots, \d+ snapshots taken`).MatchString(out) {
+		t.Fatalf("compaction line missing:\n%s", out)
+	}
+}
+
+// TestSimCompactionMutation: a runtime that installs snapshots wrongly fails, and the
+// replay command keeps --compaction.
+func TestSimCompactionMutation(t *testing.T) {
+	code, out, _ := runSimCLI(t, "--protocol", "multipaxos", "--replicas", "3", "--seeds", "10", "--seed", "1",
+		"--compaction", "on", "--mutation", "install-keeps-store")
+	if code != 1 || !strings.Contains(out, "convergence violation") {
+		t.Fatalf("exit %d, want 1 with a convergence violation\n%s", code, out)
+	}
+	if !regexp.MustCompile(`replay: parliament sim .*--compaction on --mutation install-keeps-store`).MatchString(out) ||
+		!strings.Contains(out, "compaction every=") {
+		t.Fatalf("failure report should name the compaction plan and replay it:\n%s", out)
+	}
 }
 
 // TestSimMutationFails checks the failure path end to end: exit status 1, the seed, the
@@ -88,6 +105,7 @@ func TestSimTraceIsDeterministic(t *testing.T) {
 func TestSimUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--faults", "loss,fire"},
+		{"--compaction", "sometimes"},
 		{"--protocol", "raft"},
 		{"--seeds", "0"},
 		{"--mutation", "fast-quorum-minus-one", "--protocol", "multipaxos"},
