@@ -36,6 +36,7 @@ func runGraph(b *testing.B, insts []protocol.Instance, executeEvery int) {
 	b.ReportMetric(float64(st.WaitAdds)/float64(st.Executed), "wait-adds/inst")
 	b.ReportMetric(float64(st.MaxWaitAdds), "max-wait-adds")
 	b.ReportMetric(float64(st.Visits)/float64(st.Executed), "visits/inst")
+	b.ReportMetric(float64(st.Edges)/float64(st.Executed), "edges/inst")
 }
 
 const benchN = 100000

@@ -41,6 +41,11 @@ type Stats struct {
 	// Visits counts vertices the traversal entered: the work done. It stays proportional to
 	// the graph size when instances arrive out of order (no re-traversal per Execute).
 	Visits uint64
+	// Edges counts edges the traversal followed (a blocked component entered as one
+	// super-vertex contributes its recorded outgoing edges). With Visits it measures the
+	// work: both stay proportional to the graph size, also for a component that keeps
+	// growing while its newest members are missing.
+	Edges uint64
 	// WaitAdds sums, over executed instances, the number of Add calls (of new instances)
 	// made after the instance was added and before it executed: a clockless measure of the
 	// commit-to-execute delay. MaxWaitAdds is the largest single value.
@@ -76,6 +81,11 @@ type Executor struct {
 	freed    []*node               // executed during this Execute; recycled at its end
 	free     []*node               // recycled nodes
 
+	out  []edgeRef // scratch: out edges of the component being recorded
+	miss []missRef // scratch: its out edges to missing instances
+	todo []*comp   // scratch: components being gathered for execution
+	mark uint64    // generation for vertex.mark (dedup of out edges)
+
 	inApply bool
 	stats   Stats
 }
@@ -96,6 +106,10 @@ type node struct {
 	v [2]vertex
 }
 
+// vertex is a vertex of the traversal: an instance (n set, isPrefix false), its prefix
+// vertex (isPrefix), or the super-vertex of a blocked component (n nil, comp its owner):
+// a blocked component is condensed once and later traversals walk its recorded outgoing
+// edges instead of its members (see tarjan.go).
 type vertex struct {
 	n        *node
 	isPrefix bool
@@ -106,7 +120,10 @@ type vertex struct {
 	low      int
 	bstart   int                 // this epoch: len(Executor.blockers) when visited
 	blocker  protocol.InstanceID // with blocked: a missing instance it reaches
-	comp     *comp               // memo: the blocked component the vertex was found in
+	// comp: for an instance or prefix vertex, the blocked component it was condensed into
+	// (follow comp.find for the current one); for a super-vertex, its component.
+	comp *comp
+	mark uint64 // Executor.mark when last counted as a target of a component's out edges
 }
 
 type frame struct {
@@ -266,8 +283,20 @@ func (e *Executor) Execute() int {
 	for i := 0; i < len(e.work); i++ {
 		v := e.work[i]
 		e.work[i] = nil
-		if !v.n.live || v.epoch == e.epoch || v.memoBlocked() {
-			continue // executed, already examined now, or still validly blocked
+		if v.n == nil { // a blocked component to re-examine
+			c := v.comp.find()
+			if c.dead {
+				continue
+			}
+			v = &c.sv
+		} else {
+			if !v.n.live {
+				continue
+			}
+			v = unit(v)
+		}
+		if v.epoch == e.epoch || v.memoBlocked() {
+			continue // already examined now, or still validly blocked
 		}
 		e.strongconnect(v)
 	}

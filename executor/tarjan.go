@@ -10,24 +10,24 @@ import (
 // Blocked components and why they wait.
 //
 // A strongly connected component that reaches a missing (uncommitted) instance cannot
-// execute. When Tarjan pops such a component it records it as a comp, with every missing
-// instance its members met (directly, or as the root of a blocked component they reach):
-// its blockers. While any blocker stays missing the comp stays blocked, whatever else
-// happens, so its vertices are not looked at again and a traversal that reaches one of them
-// stops there. This is what keeps execution linear when instances arrive out of order,
-// including a large component that keeps growing while its newest members are missing
-// (EPaxos under heavy conflict): a new arrival is checked against the memo, not re-walked.
+// execute. When Tarjan pops such a component it records it as a comp (condensed: see the
+// comp type), with every missing instance its members met (directly, or as the root of a
+// blocked component they reach): its blockers. While any blocker stays missing the comp
+// stays blocked, whatever else happens, so it is not looked at again and a traversal that
+// reaches one of its vertices stops there. This is what keeps execution linear when
+// instances arrive out of order: a new arrival is checked against the memo, not re-walked.
 //
 // A comp waits in the blockSet of one of its blockers, the set's root. When the root is
 // committed the set turns stale:
 //   - at the start of the next Execute, each comp in it moves to the set of another of its
 //     blockers that is still missing (reroot); a cursor makes this linear per comp;
 //   - the comps left (the root was their only blocker) are resolved with the root itself:
-//     if the root executes they are queued for re-examination (a fresh traversal finds the
-//     exact components, now that more is committed); if the root turns out blocked on M,
-//     they wait on M too, and the set is merged into M's (union by size).
+//     if the root executes they are queued for re-examination, each as one super-vertex;
+//     if the root turns out blocked on M, they wait on M too, and the set is merged into
+//     M's (union by size); if the root closes a cycle with them, the traversal from the
+//     root enters them as super-vertices and they merge into one comp with it.
 //
-// Stale entries (a comp whose set moved on, a vertex whose comp was replaced) are skipped.
+// Stale entries (a comp whose set moved on, or that was merged or executed) are skipped.
 type blockSet struct {
 	root  protocol.InstanceID
 	stale bool
@@ -61,16 +61,98 @@ func (s *blockSet) find() *blockSet {
 // component being built: enough alternatives to reroot, bounded so that copying stays O(1).
 const extraBlockers = 8
 
+// comp is a blocked strongly connected component, condensed: members are its instance
+// and prefix vertices, children the components merged into it (their members are its
+// members too), out its outgoing edges (each leaving some member, to a vertex outside the
+// component or to a missing instance, deduplicated by target). A traversal that meets a
+// member walks the component as one super-vertex, sv, whose edges are out.
+//
+// Components are exact: a component of the committed graph stays strongly connected as
+// more instances commit (edges are never removed while their source is pending: an edge
+// whose target executed stood for instances that all executed), so it can only merge
+// into a larger component. When a traversal finds a cycle through super-vertices (a
+// missing instance committed and closes a cycle with the components waiting on it),
+// popComponent merges them: the new component adopts the others as children (union-find,
+// no member is moved) and its out edges are recomputed from theirs. So a component that
+// keeps growing while its newest members are missing costs its out edges per growth step,
+// not its size.
 type comp struct {
+	sv       vertex
 	set      *blockSet
+	parent   *comp // set when merged into a larger component
+	dead     bool  // executed
 	members  []*vertex
+	children []*comp
+	out      []edgeRef
+	// single: the component is one instance or prefix vertex (members[0]) and out is
+	// implicit: that vertex's edges (the common case of a blocked chain: no copy).
+	single   bool
 	blockers []protocol.InstanceID // sorted, distinct; missing when recorded
 	cursor   int                   // blockers before cursor are known to be committed
+
+	one [1]*vertex             // backing array of members for a single vertex
+	blk [1]protocol.InstanceID // backing array of blockers for a single blocker
 }
 
-// memoBlocked reports whether v is known to be blocked on an instance still missing.
+func (c *comp) numOut() int {
+	if c.single {
+		return numEdges(c.members[0])
+	}
+	return len(c.out)
+}
+
+func (c *comp) outRef(i int) edgeRef {
+	if c.single {
+		return edgeRef{c.members[0], i}
+	}
+	return c.out[i]
+}
+
+// edgeRef is edge i of the instance or prefix vertex v, resolved again whenever it is
+// followed (what it stands for, a prefix of a row, does not change; which vertex stands
+// for it does, as instances commit and execute).
+type edgeRef struct {
+	v *vertex
+	i int
+}
+
+// missRef is an edge that led to the missing instance id when the component was recorded.
+type missRef struct {
+	id  protocol.InstanceID
+	ref edgeRef
+}
+
+func newComp() *comp {
+	c := &comp{}
+	c.sv.comp = c
+	return c
+}
+
+// find returns the component c was merged into (or c), compressing the path.
+func (c *comp) find() *comp {
+	r := c
+	for r.parent != nil {
+		r = r.parent
+	}
+	for c != r {
+		c, c.parent = c.parent, r
+	}
+	return r
+}
+
+// unit returns the vertex a traversal works with for the instance or prefix vertex w: w,
+// or the super-vertex of the blocked component w was condensed into.
+func unit(w *vertex) *vertex {
+	if w.comp == nil {
+		return w
+	}
+	return &w.comp.find().sv
+}
+
+// memoBlocked reports whether the unit v (a super-vertex) is known to be blocked on an
+// instance still missing.
 func (v *vertex) memoBlocked() bool {
-	if v.comp == nil {
+	if v.n != nil || v.comp == nil {
 		return false
 	}
 	s := v.comp.set.find()
@@ -130,15 +212,23 @@ func (e *Executor) reroot() {
 
 // numEdges returns the number of outgoing edges of v.
 func numEdges(v *vertex) int {
-	if v.isPrefix {
+	switch {
+	case v.n == nil:
+		return v.comp.numOut()
+	case v.isPrefix:
 		return 2
 	}
 	return len(v.n.deps)
 }
 
-// edge returns the i-th successor of v: a pending vertex, or (nil, missing instance), or
-// (nil, zero ID) when the edge is satisfied (everything it stands for is executed).
+// edge returns the i-th successor of v: a pending instance or prefix vertex, or (nil,
+// missing instance), or (nil, zero ID) when the edge is satisfied (everything it stands
+// for is executed).
 func (e *Executor) edge(v *vertex, i int) (*vertex, protocol.InstanceID) {
+	if v.n == nil {
+		r := v.comp.outRef(i)
+		return e.edge(r.v, r.i)
+	}
 	if v.isPrefix {
 		if i == 0 {
 			if v.n.live {
@@ -177,7 +267,6 @@ func (e *Executor) visit(v *vertex) {
 	e.index++
 	v.onStack = true
 	v.blocked = false
-	v.comp = nil // any old verdict is being recomputed
 	v.bstart = len(e.blockers)
 	e.stack = append(e.stack, v)
 	e.frames = append(e.frames, frame{v: v})
@@ -208,6 +297,10 @@ func (e *Executor) strongconnect(root *vertex) {
 		for f.edge < numEdges(v) {
 			w, missing := e.edge(v, f.edge)
 			f.edge++
+			e.stats.Edges++
+			if w != nil {
+				w = unit(w)
+			}
 			switch {
 			case w == nil:
 				if missing.Num != 0 {
@@ -259,59 +352,38 @@ func (e *Executor) strongconnect(root *vertex) {
 }
 
 // popComponent pops the component whose Tarjan root is v and executes it, or records it
-// as blocked.
+// as blocked. Its members are units: instance and prefix vertices, and super-vertices of
+// components recorded earlier that turn out to be part of it.
 func (e *Executor) popComponent(v *vertex) {
 	i := len(e.stack) - 1
 	for e.stack[i] != v {
 		i--
 	}
 	members := e.stack[i:]
-	var root protocol.InstanceID
 	blocked := false
 	for _, m := range members {
-		m.onStack = false
-		if m.blocked && !blocked {
-			blocked, root = true, m.blocker
+		if m.blocked {
+			blocked = true
+			break
 		}
 	}
 	if blocked {
-		bl := e.blockers[v.bstart:]
-		slices.SortFunc(bl, cmpInstanceID)
-		bl = slices.Compact(bl)
-		c := &comp{members: slices.Clone(members), blockers: slices.Clone(bl)}
-		// Blockers copied from other components may have been committed since.
-		for c.cursor < len(c.blockers) && !e.missing(c.blockers[c.cursor]) {
-			c.cursor++
-		}
-		if c.cursor == len(c.blockers) {
-			panic("executor: blocked component without a missing blocker")
-		}
-		root = c.blockers[c.cursor]
-		s := e.setFor(root)
-		c.set = s
-		s.comps = append(s.comps, c)
-		for _, m := range members {
-			m.blocked, m.blocker, m.comp = true, root, c
-		}
-		for _, m := range members {
-			if !m.isPrefix {
-				if old := e.sets[m.n.inst.ID]; old != nil {
-					// m was missing, is now committed, and turns out blocked on root:
-					// whatever waited only on m waits on root.
-					e.merge(old, e.sets[root])
-				}
-			}
-		}
+		e.recordBlocked(v, members)
 	} else {
 		e.comp = e.comp[:0]
 		for _, m := range members {
-			if !m.isPrefix {
+			m.onStack = false
+			switch {
+			case m.n == nil:
+				e.comp = e.gather(e.comp, m.comp)
+			case !m.isPrefix:
 				e.comp = append(e.comp, m.n)
 			}
 		}
 		if len(e.comp) > 1 {
 			// Inside a component the order is (Seq, Replica, Num): agreed attributes only,
-			// so every replica picks the same order (EPaxos section 4.3.2).
+			// so every replica picks the same order (EPaxos section 4.3.2). It does not
+			// depend on how the component was assembled (condensed parts or not).
 			slices.SortFunc(e.comp, func(a, b *node) int {
 				if c := cmp.Compare(a.inst.Seq, b.inst.Seq); c != 0 {
 					return c
@@ -336,6 +408,146 @@ func (e *Executor) popComponent(v *vertex) {
 	e.blockers = e.blockers[:v.bstart]
 }
 
+// gather appends the instances of component c and of the components merged into it, and
+// marks them all executed-to-be (dead).
+func (e *Executor) gather(dst []*node, c *comp) []*node {
+	todo := append(e.todo[:0], c)
+	for len(todo) > 0 {
+		c := todo[len(todo)-1]
+		todo[len(todo)-1] = nil
+		todo = todo[:len(todo)-1]
+		c.dead, c.set = true, nil
+		for _, m := range c.members {
+			if !m.isPrefix {
+				dst = append(dst, m.n)
+			}
+		}
+		todo = append(todo, c.children...)
+	}
+	e.todo = todo
+	return dst
+}
+
+// recordBlocked records the popped component members (Tarjan root v), which reaches a
+// missing instance, as one blocked comp: a super-vertex of it adopts the other parts, or a
+// new comp is made. Its out edges are computed while the members are still on the stack
+// (an edge to a unit on the stack is internal: Tarjan guarantees that every unit on the
+// stack that a member reaches is in the component).
+func (e *Executor) recordBlocked(v *vertex, members []*vertex) {
+	var c *comp
+	for _, m := range members {
+		if m.n == nil {
+			c = m.comp
+			break
+		}
+	}
+	switch {
+	case c == nil && len(members) == 1:
+		// One instance or prefix vertex: its edges are the component's.
+		c = newComp()
+		c.single = true
+		c.members = c.one[:0]
+	case len(members) == 1 && c.single:
+		// The same single vertex again: nothing to recompute.
+	default:
+		if c == nil {
+			c = newComp()
+		}
+		e.collectOut(members)
+		c.single = false
+		c.out = append(c.out[:0], e.out...)
+		clear(e.out)
+		e.out = e.out[:0]
+	}
+
+	bl := e.blockers[v.bstart:]
+	slices.SortFunc(bl, cmpInstanceID)
+	bl = slices.Compact(bl)
+	if c.blockers == nil {
+		c.blockers = c.blk[:0]
+	}
+	c.blockers = append(c.blockers[:0], bl...)
+	c.cursor = 0
+	// Blockers copied from other components may have been committed since.
+	for c.cursor < len(c.blockers) && !e.missing(c.blockers[c.cursor]) {
+		c.cursor++
+	}
+	if c.cursor == len(c.blockers) {
+		panic("executor: blocked component without a missing blocker")
+	}
+	root := c.blockers[c.cursor]
+	s := e.setFor(root)
+	c.set = s
+	s.comps = append(s.comps, c)
+	for _, m := range members {
+		m.onStack = false
+		switch {
+		case m.n != nil:
+			m.comp = c
+			c.members = append(c.members, m)
+		case m.comp != c:
+			// Another blocked component that turned out to be part of this one.
+			p := m.comp
+			p.parent, p.set, p.out, p.blockers, p.single = c, nil, nil, nil, false
+			c.children = append(c.children, p)
+		}
+	}
+	c.sv.epoch, c.sv.onStack, c.sv.blocked, c.sv.blocker = e.epoch, false, true, root
+	for _, m := range members {
+		if m.n != nil && !m.isPrefix {
+			if old := e.sets[m.n.inst.ID]; old != nil {
+				// m was missing, is now committed, and turns out blocked on root:
+				// whatever waited only on m waits on root.
+				e.merge(old, e.sets[root])
+			}
+		}
+	}
+}
+
+// collectOut sets e.out to the edges leaving the component members (on the stack), one per
+// distinct target: a unit outside the component, or a missing instance. Two edges with the
+// same target stand for the same thing for good (a prefix of a row down to a vertex, or
+// instances of one component, which execute together), so one of them is enough.
+func (e *Executor) collectOut(members []*vertex) {
+	e.mark++
+	add := func(r edgeRef) {
+		w, missing := e.edge(r.v, r.i)
+		if w == nil {
+			if missing.Num != 0 {
+				e.miss = append(e.miss, missRef{missing, r})
+			}
+			return // satisfied for good
+		}
+		w = unit(w)
+		if w.onStack || w.mark == e.mark {
+			return // internal, or a target already listed
+		}
+		w.mark = e.mark
+		e.out = append(e.out, r)
+	}
+	for _, m := range members {
+		if m.n == nil {
+			for k := range m.comp.numOut() {
+				add(m.comp.outRef(k))
+			}
+			continue
+		}
+		for k := range numEdges(m) {
+			add(edgeRef{m, k})
+		}
+	}
+	if len(e.miss) > 0 {
+		slices.SortFunc(e.miss, func(a, b missRef) int { return cmpInstanceID(a.id, b.id) })
+		for k, x := range e.miss {
+			if k == 0 || x.id != e.miss[k-1].id {
+				e.out = append(e.out, x.ref)
+			}
+		}
+		clear(e.miss)
+		e.miss = e.miss[:0]
+	}
+}
+
 func cmpInstanceID(a, b protocol.InstanceID) int {
 	if c := cmp.Compare(a.Replica, b.Replica); c != 0 {
 		return c
@@ -356,7 +568,8 @@ func (e *Executor) executeNode(n *node) {
 	e.stats.MaxWaitAdds = max(e.stats.MaxWaitAdds, wait)
 	e.freed = append(e.freed, n)
 	if s := e.sets[id]; s != nil {
-		// Whatever waited on this instance may run now.
+		// Whatever waited on this instance may run now: re-examine each component as a
+		// unit (its super-vertex), without walking its members.
 		delete(e.sets, id)
 		for _, list := range [2][]*comp{s.comps, s.final} {
 			for _, c := range list {
@@ -364,12 +577,7 @@ func (e *Executor) executeNode(n *node) {
 					continue
 				}
 				c.set = nil
-				for _, m := range c.members {
-					if m.comp == c {
-						m.comp = nil
-						e.work = append(e.work, m)
-					}
-				}
+				e.work = append(e.work, &c.sv)
 			}
 		}
 	}
