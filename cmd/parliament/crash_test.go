@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +34,7 @@ import (
 	"github.com/parliament-lab/parliament/client"
 	"github.com/parliament-lab/parliament/config"
 	"github.com/parliament-lab/parliament/protocol"
+	"github.com/parliament-lab/parliament/wal"
 )
 
 var crashCycles = flag.Int("cycles", 0, "crash test: kill/restart cycles per protocol (0 = PARLIAMENT_CRASH_CYCLES, else 3)")
@@ -392,4 +395,79 @@ func verifyAcked(t *testing.T, cli *client.Client, acked map[string]string, cycl
 		t.Fatalf("cycle %d: %d of %d acknowledged writes not readable through replica %d, e.g. %s",
 			cycle, len(bad), len(acked), id, bad[0])
 	}
+}
+
+// TestReplicaRecoveryReports: a torn last record is cut off and reported (file and
+// offset) and the replica starts; a damaged record followed by valid ones refuses to
+// start with one line naming the file and the offset, exit status 1.
+func TestReplicaRecoveryReports(t *testing.T) {
+	bin := parliamentBin(t)
+	dir := t.TempDir()
+	base := freeBase(t, 3)
+	out, err := exec.Command(bin, "config", "--replicas", "3", "--port", strconv.Itoa(base), "--data", filepath.Join(dir, "data")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(cfg, out, 0o600)
+	data := filepath.Join(dir, "data", "1")
+	l, _, _, err := wal.Open(data, wal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []protocol.Record
+	for i := uint64(1); i <= 5; i++ {
+		recs = append(recs, protocol.Record{Type: protocol.RecordInstance, Inst: protocol.Instance{
+			ID: protocol.InstanceID{Num: i}, Status: protocol.StatusAccepted, Seq: i,
+			VBallot: protocol.Ballot{Round: 1, Replica: 1},
+			Cmds:    []protocol.Command{{ClientID: 9, Seq: i, Op: protocol.OpPut, Key: []byte("k"), Value: []byte("v")}}}})
+	}
+	if err := l.Append(recs); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(data, "0000000000000001.wal")
+	good, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Torn tail: three bytes of a frame header.
+	os.WriteFile(seg, append(append([]byte(nil), good...), 3, 0, 0), 0o644)
+	cmd := exec.Command(bin, "replica", "--config", cfg, "--id", "1")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`msg="wal: torn tail cut off" replica=1 file=%s offset=%d`, seg, len(good))
+	deadline := time.Now().Add(10 * time.Second)
+	for !regexp.MustCompile(`msg="replica started"`).MatchString(logs.String()) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "records=5") {
+		t.Fatalf("torn tail: log lacks %q or records=5:\n%s", want, logs)
+	}
+
+	// Damage in the middle: a flipped byte in the second record's payload.
+	bad := append([]byte(nil), good...)
+	bad[len(good)/5+12] ^= 0xff
+	os.WriteFile(seg, bad, 0o644)
+	cmd = exec.Command(bin, "replica", "--config", cfg, "--id", "1", "--log-level", "error")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	msg := strings.TrimSpace(stderr.String())
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("damaged log: %v, want exit status 1 (stderr %q)", err, msg)
+	}
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, seg) || !regexp.MustCompile(`offset \d+`).MatchString(msg) || !strings.Contains(msg, "not a torn tail") {
+		t.Fatalf("damaged log: stderr %q, want one line naming %s and the offset", msg, seg)
+	}
+	t.Logf("refused: %s", msg)
 }
