@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/parliament-lab/parliament/protocol"
@@ -23,6 +24,29 @@ type ExecState struct {
 
 // Instances returns how many instances the snapshot's producer had executed.
 func (st *ExecState) Instances() int { return st.nInst }
+
+// Key is a canonical text of the set of instances executed: two snapshots with the same
+// key hold the effects of the same instances, so their state machines must be equal.
+func (st *ExecState) Key() string {
+	rows := make([]protocol.ReplicaID, 0, len(st.inst))
+	for r := range st.inst {
+		rows = append(rows, r)
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i] < rows[j] })
+	b := make([]byte, 0, 16*len(rows))
+	for _, r := range rows {
+		s := st.inst[r]
+		b = strconv.AppendUint(b, uint64(r), 10)
+		b = append(b, ':')
+		b = strconv.AppendUint(b, s.prefix, 10)
+		for _, n := range s.above {
+			b = append(b, ',')
+			b = strconv.AppendUint(b, n, 10)
+		}
+		b = append(b, ';')
+	}
+	return string(b)
+}
 
 // Covers reports whether frontier f (prefix semantics, as protocol.Instance.Deps) covers id.
 func Covers(f []protocol.InstanceID, id protocol.InstanceID) bool {

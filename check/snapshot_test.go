@@ -178,3 +178,28 @@ func TestSameState(t *testing.T) {
 		t.Fatalf("violation = %v", v)
 	}
 }
+
+func TestExecStateKey(t *testing.T) {
+	a := NewReplicaChecker()
+	i1 := inst(1, 1, 1, nil, w(1, 1, "x", "a"))
+	i3 := inst(1, 3, 2, nil, w(1, 2, "y", "b"))
+	j1 := inst(2, 1, 1, nil, w(2, 1, "z", "c"))
+	for _, in := range []*protocol.Instance{i1, i3, j1} {
+		a.Committed(1, in)
+	}
+	// The same set executed in different orders gives the same key; another set not.
+	for _, in := range []*protocol.Instance{i1, i3, j1} {
+		a.Executed(1, in)
+	}
+	for _, in := range []*protocol.Instance{j1, i3, i1} {
+		a.Executed(2, in)
+	}
+	a.Executed(3, i1)
+	a.Executed(3, j1)
+	s1, _ := a.Snapshot(1, []protocol.InstanceID{id(1, 1), id(2, 1)})
+	s2, _ := a.Snapshot(2, []protocol.InstanceID{id(1, 1), id(2, 1)})
+	s3, _ := a.Snapshot(3, []protocol.InstanceID{id(1, 1), id(2, 1)})
+	if s1.Key() != s2.Key() || s1.Key() == s3.Key() {
+		t.Fatalf("keys: %q %q %q", s1.Key(), s2.Key(), s3.Key())
+	}
+}

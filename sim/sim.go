@@ -78,7 +78,8 @@ type sim struct {
 	sw                                        swarm
 	plan                                      compactPlan
 	newEngine                                 EngineFactory
-	snaps                                     []*snapshot // every snapshot taken, by serial-1
+	snaps                                     []*snapshot          // every snapshot taken, by serial-1
+	snapByExec                                map[string]*snapshot // first snapshot of each executed set (check.ExecState.Key)
 	rows                                      []protocol.ReplicaID
 
 	ids    []protocol.ReplicaID
