@@ -159,9 +159,13 @@ func (r *Replica) checkpoint() error {
 
 // truncate replaces the log by the engine's live records, once the snapshot file name
 // (which they start from) is durable, and then deletes older snapshot files.
+//
+// Only a replica that keeps its snapshots on disk (DataDir) truncates: a log passed in
+// Options.Log that was truncated would start from a snapshot no file holds, and could not
+// rebuild the replica.
 func (r *Replica) truncate(name string) error {
 	t, ok := r.wal.(truncater)
-	if !ok {
+	if !ok || r.disk == nil {
 		return nil
 	}
 	live := r.compactor.LiveRecords()
@@ -175,10 +179,7 @@ func (r *Replica) truncate(name string) error {
 	if err := t.Truncate(live); err != nil {
 		return fmt.Errorf("log truncate: %w", err)
 	}
-	if r.disk != nil {
-		return r.disk.setCurrent(name)
-	}
-	return nil
+	return r.disk.setCurrent(name)
 }
 
 // snapshotAhead reports whether the engine will install a snapshot with frontier f

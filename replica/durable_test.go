@@ -357,3 +357,38 @@ func TestSnapshotFileRoundTrip(t *testing.T) {
 		t.Fatal("short file decoded")
 	}
 }
+
+// TestExternalLogNotTruncated: a log passed in Options.Log (no DataDir, so no snapshot
+// files) is never truncated to records that start from a snapshot: the replica can be
+// rebuilt from it.
+func TestExternalLogNotTruncated(t *testing.T) {
+	cl := testCluster(t, config.MultiPaxos, 1)
+	dir := t.TempDir()
+	l, _, _, err := wal.Open(dir, wal.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Start(Options{Cluster: cl, ID: 1, Log: l, SnapshotEvery: 5, Transport: transport.NewMemNetwork().Transport(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeKeys(t, r, 1, "a", 30)
+	if r.Stats().Snapshots == 0 {
+		t.Fatal("no snapshot taken")
+	}
+	r.Stop()
+	l2, recs, _, err := wal.Open(dir, wal.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if f := lastSnapshotFrontier(recs); len(f) > 0 {
+		t.Fatalf("the external log starts from a snapshot at %v", f)
+	}
+	r, err = Start(Options{Cluster: cl, ID: 1, Log: l2, Records: recs, Transport: transport.NewMemNetwork().Transport(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	readKeys(t, r, 2, map[string]string{"a-0": "v0", "a-29": "v29"})
+}
