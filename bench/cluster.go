@@ -34,6 +34,8 @@ type cluster struct {
 	sites    []string          // sites[i] is the site of replica i+1
 	replicas []*replica.Replica
 	counters []*countingTransport
+	tcps     []*transport.TCP // for their drop counters
+	wans     []*transport.WAN // nil without a WAN
 	down     []atomic.Bool
 	leaders  []atomic.Uint32 // Multi-Paxos: the leader each replica believes in (0 = none)
 	dataDir  string          // durable runs: the WAL directories live here
@@ -51,6 +53,8 @@ type clusterOptions struct {
 	tick     time.Duration
 	// electionTicks for Multi-Paxos (0 = engine default).
 	electionTicks int
+	// recoveryTicks for EPaxos (0 = engine default).
+	recoveryTicks int
 	logger        *slog.Logger
 }
 
@@ -61,7 +65,7 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	c.down = make([]atomic.Bool, o.n)
 	c.leaders = make([]atomic.Uint32, o.n)
 	cl := &config.Cluster{ClusterID: uint64(o.seed)*2654435761 | 1, Protocol: o.protocol, Tick: config.Duration(o.tick),
-		ElectionTicks: o.electionTicks, Durable: &o.durable}
+		ElectionTicks: o.electionTicks, RecoveryTicks: o.recoveryTicks, Durable: &o.durable}
 	addrs, err := freeAddrs(o.n)
 	if err != nil {
 		return nil, err
@@ -112,6 +116,7 @@ func startCluster(o clusterOptions) (*cluster, error) {
 			return nil, err
 		}
 		var tr transport.Transport = tcp
+		var wan *transport.WAN
 		if tm != nil {
 			w, err := transport.NewWANChecked(tcp, transport.WANConfig{Matrix: tm, Sites: siteOf, Self: id, Seed: o.seed + int64(id)})
 			if err != nil {
@@ -119,7 +124,7 @@ func startCluster(o clusterOptions) (*cluster, error) {
 				c.stop()
 				return nil, err
 			}
-			tr = w
+			tr, wan = w, w
 		}
 		ct := &countingTransport{Transport: tr}
 		var log replica.Log
@@ -147,6 +152,8 @@ func startCluster(o clusterOptions) (*cluster, error) {
 		}
 		c.replicas = append(c.replicas, r)
 		c.counters = append(c.counters, ct)
+		c.tcps = append(c.tcps, tcp)
+		c.wans = append(c.wans, wan)
 	}
 	return c, nil
 }
@@ -296,6 +303,8 @@ type totals struct {
 	msgs, bytes      uint64
 	fast, slow       uint64
 	elections        uint64
+	recoveries       uint64 // campaigns (Multi-Paxos) or explicit prepares (EPaxos) started
+	dropped          uint64 // messages dropped by the TCP transports and the WAN emulators
 	leaderCommits    uint64
 	proposed, synced uint64
 }
@@ -309,6 +318,11 @@ func (c *cluster) totals() totals {
 		t.fast += s.Engine.FastPath
 		t.slow += s.Engine.SlowPath
 		t.elections += s.Engine.Elections
+		t.recoveries += s.Engine.Recoveries
+		t.dropped += c.tcps[i].Stats().Dropped
+		if c.wans[i] != nil {
+			t.dropped += c.wans[i].Dropped()
+		}
 		t.leaderCommits += s.Engine.Committed
 		t.proposed += s.Proposed
 		t.synced += s.Syncs

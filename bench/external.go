@@ -173,5 +173,7 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 	if cl.Protocol == workloads.MultiPaxos {
 		leader = cfg.Leader
 	}
-	return cfg.collect(m, leader, loads, totals{}, totals{}, 0), nil
+	r := cfg.collect(m, leader, loads, totals{}, totals{}, 0)
+	r.Warnings = Warnings(&r)
+	return r, nil
 }

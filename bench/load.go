@@ -58,6 +58,8 @@ type siteLoad struct {
 	bins       []int64 // completions per binWidth since start (whole run, warm-up included)
 	completed  *atomic.Int64
 	errors     int64
+	retries    int64    // resends after a timeout, in the window
+	redirects  int64    // redirect answers, in the window
 	commit     *Latency // merged at the end from the clients
 	exec       *Latency
 	measuredOp int64
@@ -284,6 +286,9 @@ func (s *siteLoad) handle(ev siteEvent, now time.Time) {
 	switch ev.rep.Result {
 	case protocol.ResultRedirect:
 		p.resendAt = now.Add(redirectBackoff)
+		if !now.Before(s.mFrom) {
+			s.redirects++
+		}
 		return
 	case protocol.ResultError:
 		s.errors++
@@ -352,6 +357,9 @@ func (s *siteLoad) scan(now time.Time) {
 				s.send(p, now)
 			case p.resendAt.IsZero() && now.Sub(p.sent) > max(p.timeout, s.o.retryTimeout):
 				p.timeout = 2 * max(p.timeout, s.o.retryTimeout)
+				if !now.Before(s.mFrom) {
+					s.retries++
+				}
 				s.send(p, now)
 			case p.target >= 0 && s.c.down[p.target].Load():
 				s.send(p, now)

@@ -47,6 +47,8 @@ type Config struct {
 
 	Tick          time.Duration // engine tick; default 10ms
 	ElectionTicks int           // Multi-Paxos; 0 = see electionTicks
+	RecoveryTicks int           // EPaxos; 0 = see recoveryTicks
+	RetryTimeout  time.Duration // client resend timeout; 0 = see retryTimeout
 	TimelineStep  time.Duration // default 250ms (100ms for failure runs)
 	Logger        *slog.Logger
 }
@@ -151,17 +153,58 @@ func (c *Config) electionTicks(m *workloads.Matrix) int {
 	if c.ElectionTicks > 0 {
 		return c.ElectionTicks
 	}
-	t := 50
+	return max(50, int(math.Ceil(2*maxRTT(m)/float64(c.Tick/time.Millisecond))))
+}
+
+// recoveryTicks picks the EPaxos recovery timeout for a run, like electionTicks: at least
+// 50 ticks (the engine's default) and twice the WAN's largest round trip. Setting it also
+// sets the runtime's suspicion timeout (replica: 2 x recovery_ticks) instead of its
+// default of 20 ticks, which on a WAN is shorter than an ordinary slow-path commit seen
+// from a far replica (two round trips to a majority plus the one-way Commit): replicas
+// then started Explicit Prepare on instances whose leader was alive, and the recoveries
+// competed with the leaders (SOSP'13 §4.7). Negative = the defaults of the engine and
+// the runtime.
+func (c *Config) recoveryTicks(m *workloads.Matrix) int {
+	switch {
+	case c.RecoveryTicks > 0:
+		return c.RecoveryTicks
+	case c.RecoveryTicks < 0:
+		return 0
+	}
+	return max(50, int(math.Ceil(2*maxRTT(m)/float64(c.Tick/time.Millisecond))))
+}
+
+// retryTimeout is how long a client waits for a reply before it resends the command
+// (same client and seq, so it executes at most once; each further resend of the command
+// waits twice as long). A resend is needed only for a command that was lost (a forward
+// to a crashed Multi-Paxos leader, a message a full transport queue dropped); for one
+// that is merely slow it only adds load. With a crash to survive: twice the largest round
+// trip plus 100ms, so that commands lost with the crashed replica are resent soon.
+// Otherwise five times the largest round trip, at least 1s: well above what a healthy
+// run's slowest command takes (an EPaxos slow path with dependencies), so that a resend
+// in a steady run (result.Run.Retries) means something went wrong.
+func (c *Config) retryTimeout(m *workloads.Matrix) time.Duration {
+	if c.RetryTimeout > 0 {
+		return c.RetryTimeout
+	}
+	rtt := time.Duration(maxRTT(m) * float64(time.Millisecond))
+	if c.Fail != nil {
+		return 2*rtt + 100*time.Millisecond
+	}
+	return max(time.Second, 5*rtt)
+}
+
+// maxRTT is the largest round trip of m in milliseconds (0 without a WAN).
+func maxRTT(m *workloads.Matrix) float64 {
+	v := 0.0
 	if m != nil {
-		maxRTT := 0.0
 		for _, row := range m.RTTMillis {
-			for _, v := range row {
-				maxRTT = math.Max(maxRTT, v)
+			for _, x := range row {
+				v = math.Max(v, x)
 			}
 		}
-		t = max(t, int(math.Ceil(2*maxRTT/float64(c.Tick/time.Millisecond))))
 	}
-	return t
+	return v
 }
 
 // Run runs one benchmark on an in-process cluster and returns its result.
@@ -181,10 +224,10 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 			leader = workloads.PlaceReplicas(m, cfg.Replicas)[0]
 		}
 	}
-	eTicks := cfg.electionTicks(m)
+	eTicks, rTicks := cfg.electionTicks(m), cfg.recoveryTicks(m)
 	c, err := startCluster(clusterOptions{
 		protocol: cfg.Protocol, n: cfg.Replicas, matrix: m, leader: leader, durable: cfg.Durable,
-		seed: cfg.Seed, tick: cfg.Tick, electionTicks: eTicks, logger: cfg.Logger,
+		seed: cfg.Seed, tick: cfg.Tick, electionTicks: eTicks, recoveryTicks: rTicks, logger: cfg.Logger,
 	})
 	if err != nil {
 		return result.Run{}, err
@@ -220,31 +263,15 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 		}
 	}
 	nClients := len(sites) * cfg.Clients
-	maxRTT := 0.0
-	if m != nil {
-		for _, row := range m.RTTMillis {
-			for _, v := range row {
-				maxRTT = math.Max(maxRTT, v)
-			}
-		}
-	}
 	lo := &loadOptions{
 		spec: cfg.Workload, clientsPerSite: cfg.Clients, outstanding: cfg.Outstanding,
 		ratePerClient: workloads.SplitRate(cfg.RateOps, nClients), seed: cfg.Seed,
-		warmup: cfg.Warmup, duration: cfg.Duration,
-		// With a crash to survive: long enough that a command that is only slow is not
-		// resent (twice the largest round trip), short enough that one lost with a crashed
-		// replica (a forward to a dead Multi-Paxos leader) is resent soon. Without one, a
-		// resend would only add load to an overloaded cluster (a retry storm), so clients
-		// wait 10s first. Resends back off exponentially either way.
-		retryTimeout: 10 * time.Second,
-		maxBacklog:   1 << 16,
-	}
-	if cfg.Fail != nil {
-		lo.retryTimeout = time.Duration(2*maxRTT*float64(time.Millisecond)) + 100*time.Millisecond
+		warmup: cfg.Warmup, duration: cfg.Duration, retryTimeout: cfg.retryTimeout(m),
+		maxBacklog: 1 << 16,
 	}
 	var completed atomic.Int64
 	start := time.Now()
+	probe := startStallProbe(start.Add(cfg.Warmup))
 	loads := make([]*siteLoad, len(sites))
 	clientBase := uint64(cfg.Seed)<<20 + uint64(cfg.Repeat)<<12 + 1
 	for i, s := range sites {
@@ -259,6 +286,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 
 	total := cfg.Warmup + cfg.Duration
 	var before, after totals
+	var cpuBefore cpuSample
 	tookBefore, crashed := false, false
 	var crashAt time.Duration
 	tick := time.NewTicker(100 * time.Millisecond)
@@ -269,6 +297,7 @@ loop:
 		el := time.Since(start)
 		if !tookBefore && el >= cfg.Warmup {
 			before, tookBefore = c.totals(), true
+			cpuBefore = sampleCPU()
 		}
 		if cfg.Fail != nil && !crashed && el >= cfg.Fail.At {
 			idx := -1
@@ -304,15 +333,32 @@ loop:
 		}
 	}
 	after = c.totals()
+	cpuAfter := sampleCPU()
 	close(stop)
 	wg.Wait()
+	stall := probe.stop()
 	if runErr != nil {
 		return result.Run{}, runErr
 	}
 	if !tookBefore {
 		before = after
 	}
-	return cfg.collect(m, leader, loads, before, after, crashAt), nil
+	r := cfg.collect(m, leader, loads, before, after, crashAt)
+	r.HostStall = stall.Percentiles()
+	if tookBefore {
+		if v, ok := otherCPU(cpuBefore, cpuAfter); ok {
+			r.OtherCPU = v
+		}
+	}
+	r.RetryTimeoutS = lo.retryTimeout.Seconds()
+	switch cfg.Protocol {
+	case workloads.MultiPaxos:
+		r.ElectionTimeoutMs = float64(eTicks) * float64(cfg.Tick) / float64(time.Millisecond)
+	case workloads.EPaxos:
+		r.RecoveryTimeoutMs = float64(rTicks) * float64(cfg.Tick) / float64(time.Millisecond)
+	}
+	r.Warnings = Warnings(&r)
+	return r, nil
 }
 
 func (c *cluster) leaderViews() []protocol.ReplicaID {
@@ -354,6 +400,8 @@ func (cfg *Config) collect(m *workloads.Matrix, leader string, loads []*siteLoad
 		allExec.Merge(l.exec)
 		ops += l.measuredOp
 		r.Errors += l.errors
+		r.Retries += l.retries
+		r.Redirects += l.redirects
 		for i, v := range l.bins {
 			bins[i] += v
 		}
@@ -366,6 +414,8 @@ func (cfg *Config) collect(m *workloads.Matrix, leader string, loads []*siteLoad
 		r.BytesPerCmd = float64(after.bytes-before.bytes) / float64(ops)
 	}
 	r.Elections = after.elections - before.elections
+	r.Recoveries = after.recoveries - before.recoveries
+	r.Dropped = after.dropped - before.dropped
 	if fast, slow := after.fast-before.fast, after.slow-before.slow; fast+slow > 0 {
 		r.FastPathRatio = float64(fast) / float64(fast+slow)
 	}

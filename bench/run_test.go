@@ -30,6 +30,13 @@ func TestInProcessLatencyNearOptimum(t *testing.T) {
 		if r.MsgsPerCmd <= 0 || r.BytesPerCmd <= 0 || len(r.Timeline) == 0 || len(r.CommitCDF) == 0 {
 			t.Errorf("%s: counters missing: msgs %v bytes %v timeline %d cdf %d", proto, r.MsgsPerCmd, r.BytesPerCmd, len(r.Timeline), len(r.CommitCDF))
 		}
+		// Nothing is lost in a steady run: no message dropped, no command resent. (Host
+		// stalls, and elections they may cause, depend on the machine: logged only.)
+		if r.Dropped != 0 || r.Retries != 0 || r.RetryTimeoutS < 1 {
+			t.Errorf("%s: dropped %d, resent %d (timeout %vs)", proto, r.Dropped, r.Retries, r.RetryTimeoutS)
+		}
+		t.Logf("%s: elections %d, recoveries %d, redirects %d, host stall p99 %.1fms max %.1fms, warnings %q",
+			proto, r.Elections, r.Recoveries, r.Redirects, r.HostStall.P99, r.HostStall.Max, r.Warnings)
 		if proto == workloads.EPaxos && r.FastPathRatio < 0.99 {
 			t.Errorf("epaxos at 0%% conflict: fast path ratio %v", r.FastPathRatio)
 		}
@@ -69,6 +76,9 @@ func TestFailureGap(t *testing.T) {
 			t.Fatalf("%s: no crash recorded: %+v", proto, r.Fail)
 		}
 		gaps[proto], base[proto] = r.Fail.GapS, r.Fail.GapBeforeS
+		if proto == workloads.MultiPaxos && (r.Elections < 1 || r.Recoveries < 1) {
+			t.Errorf("multipaxos: the leader crashed, yet elections %d, campaigns %d", r.Elections, r.Recoveries)
+		}
 		t.Logf("%s: gap %.2fs at %.2fs (before the crash: %.2fs), throughput %.0f", proto, r.Fail.GapS, r.Fail.GapAtS, r.Fail.GapBeforeS, r.ThroughputOps)
 		// Both recover: commands complete in the last second.
 		last := r.Timeline[len(r.Timeline)-10:]

@@ -86,7 +86,8 @@ func Estimate(cfgs []Config) time.Duration {
 
 // RunAll runs cfgs one after the other and returns the results file (without writing
 // it). A failed run stops the suite and returns what was measured so far with the error.
-func RunAll(ctx context.Context, meta result.Meta, cfgs []Config, progress Progress) (*result.File, error) {
+// done, when not nil, gets each run as it finishes (to report its warnings at once).
+func RunAll(ctx context.Context, meta result.Meta, cfgs []Config, progress Progress, done func(r *result.Run)) (*result.File, error) {
 	if len(cfgs) == 0 {
 		return nil, ErrNoRuns
 	}
@@ -97,6 +98,9 @@ func RunAll(ctx context.Context, meta result.Meta, cfgs []Config, progress Progr
 			f.Meta.ElapsedS = time.Since(meta.Started).Seconds()
 			f.Summary = Summarize(f.Runs)
 			return f, fmt.Errorf("run %d/%d (%s %s): %w", i+1, len(cfgs), cfgs[i].Experiment, cfgs[i].Protocol, err)
+		}
+		if done != nil {
+			done(&r)
 		}
 		f.Runs = append(f.Runs, r)
 	}

@@ -33,10 +33,10 @@ func WriteTable(w io.Writer, f *result.File) error {
 	}
 	if runs := f.RunsOf(ExpThroughput); len(runs) > 0 {
 		fmt.Fprintln(tw, "Throughput vs conflict rate")
-		line("protocol", "conflict%", "wan", "ops/s", "fast path", "msgs/cmd", "bytes/cmd", "p50 ms", "p99 ms", "elections")
+		line("protocol", "conflict%", "wan", "ops/s", "fast path", "msgs/cmd", "bytes/cmd", "p50 ms", "p99 ms", "elections", "stall max ms")
 		for _, r := range runs {
 			line(r.Protocol, fmt.Sprintf("%g", r.Conflict), r.WAN, fmt.Sprintf("%.0f", r.ThroughputOps), fastPath(r),
-				fmt.Sprintf("%.2f", r.MsgsPerCmd), fmt.Sprintf("%.0f", r.BytesPerCmd), ms(r.Commit.P50), ms(r.Commit.P99), fmt.Sprint(r.Elections))
+				fmt.Sprintf("%.2f", r.MsgsPerCmd), fmt.Sprintf("%.0f", r.BytesPerCmd), ms(r.Commit.P50), ms(r.Commit.P99), fmt.Sprint(r.Elections), ms(r.HostStall.Max))
 		}
 		line()
 	}
@@ -67,7 +67,44 @@ func WriteTable(w io.Writer, f *result.File) error {
 		}
 		line()
 	}
-	return tw.Flush()
+	if len(f.Runs) > 0 {
+		fmt.Fprintln(tw, "Disturbances in the measured window (0 everywhere in a steady run on an idle machine, except where a run crashes a replica)")
+		line("run", "elections", "recoveries", "resends", "redirects", "dropped msgs", "stall p99 ms", "stall max ms", "other CPUs")
+		for _, r := range f.Runs {
+			line(r.Name, fmt.Sprint(r.Elections), fmt.Sprint(r.Recoveries), fmt.Sprint(r.Retries), fmt.Sprint(r.Redirects),
+				fmt.Sprint(r.Dropped), ms(r.HostStall.P99), ms(r.HostStall.Max), fmt.Sprintf("%.2f", r.OtherCPU))
+		}
+		line()
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return WriteWarnings(w, f)
+}
+
+// WriteWarnings prints one line per disturbed run (result.Run.Warnings): its numbers
+// measured the machine or a lost message, not only the protocol.
+func WriteWarnings(w io.Writer, f *result.File) error {
+	n := 0
+	for _, r := range f.Runs {
+		if len(r.Warnings) == 0 {
+			continue
+		}
+		if n == 0 {
+			if _, err := fmt.Fprintln(w, "Disturbed runs (their latencies include more than the protocol; rerun on an idle machine):"); err != nil {
+				return err
+			}
+		}
+		n++
+		if _, err := fmt.Fprintf(w, "  WARNING %s: %s\n", r.Name, strings.Join(r.Warnings, "; ")); err != nil {
+			return err
+		}
+	}
+	if n > 0 {
+		_, err := fmt.Fprintln(w)
+		return err
+	}
+	return nil
 }
 
 func fastPath(r result.Run) string {

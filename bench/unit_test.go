@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,5 +186,115 @@ func TestWriteTable(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestRecoveryAndRetryTimeoutsFollowTheWAN(t *testing.T) {
+	c := Config{Tick: 10 * time.Millisecond}
+	if got := c.recoveryTicks(nil); got != 50 {
+		t.Errorf("recovery ticks without WAN: %d, want 50", got)
+	}
+	slow := &workloads.Matrix{Sites: []string{"A", "B"}, RTTMillis: [][]float64{{0, 400}, {400, 0}}}
+	if got := c.recoveryTicks(slow); got != 80 {
+		t.Errorf("recovery ticks at 400ms RTT: %d, want 80", got)
+	}
+	c.RecoveryTicks = -1
+	if got := c.recoveryTicks(slow); got != 0 {
+		t.Errorf("RecoveryTicks -1 (defaults): %d, want 0", got)
+	}
+	c.RecoveryTicks = 0
+	if got := c.retryTimeout(nil); got != time.Second {
+		t.Errorf("retry timeout without WAN: %v, want 1s", got)
+	}
+	if got := c.retryTimeout(slow); got != 2*time.Second {
+		t.Errorf("retry timeout at 400ms RTT: %v, want 5 round trips", got)
+	}
+	c.Fail = &FailSpec{Site: "A", At: time.Second}
+	if got := c.retryTimeout(slow); got != 900*time.Millisecond {
+		t.Errorf("retry timeout with a crash: %v, want 2 round trips + 100ms", got)
+	}
+	c.RetryTimeout = 3 * time.Second
+	if got := c.retryTimeout(slow); got != 3*time.Second {
+		t.Errorf("explicit retry timeout ignored: %v", got)
+	}
+}
+
+func TestWarningsNameEachDisturbance(t *testing.T) {
+	quiet := result.Run{Protocol: "multipaxos", HostStall: result.Percentiles{P99: 0.3, Max: 4}}
+	if w := Warnings(&quiet); len(w) != 0 {
+		t.Fatalf("steady run warned: %v", w)
+	}
+	r := quiet
+	r.Elections, r.Recoveries, r.Retries, r.Redirects, r.Dropped, r.RetryTimeoutS = 1, 2, 3, 4, 5, 1
+	r.HostStall.Max, r.OtherCPU = 900, 1.6
+	w := strings.Join(Warnings(&r), "\n")
+	for _, want := range []string{"1 leader election", "2 Multi-Paxos campaigns", "3 client resend", "4 redirect", "5 peer message", "1.6 CPUs", "900ms"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	// A crash run expects elections, recoveries, resends and drops; only the machine counts.
+	r.Fail = &result.Failure{Site: "CA"}
+	r.HostStall.Max, r.OtherCPU = 4, 0.01
+	if w := Warnings(&r); len(w) != 0 {
+		t.Fatalf("crash run warned about its crash: %v", w)
+	}
+	// A throughput run saturates the cores itself: its own stalls are no disturbance,
+	// unless other processes' CPU is unknown on a latency run.
+	sat := result.Run{Experiment: "throughput", HostStall: result.Percentiles{P99: 150, Max: 400}, OtherCPU: 0.05}
+	if w := Warnings(&sat); len(w) != 0 {
+		t.Fatalf("saturated throughput run warned: %v", w)
+	}
+	sat.Experiment, sat.OtherCPU = "latency", 0
+	if w := Warnings(&sat); len(w) != 1 || !strings.Contains(w[0], "400ms") {
+		t.Fatalf("latency run with unknown CPU and stalls: %v", w)
+	}
+}
+
+func TestOtherCPU(t *testing.T) {
+	at := time.Now()
+	a := cpuSample{at: at, busy: 10 * time.Second, self: 2 * time.Second, ok: true}
+	b := cpuSample{at: at.Add(2 * time.Second), busy: 13 * time.Second, self: 3 * time.Second, ok: true}
+	if v, ok := otherCPU(a, b); !ok || v < 0.99 || v > 1.01 {
+		t.Fatalf("3s busy, 1s ours, over 2s: %v %v, want 1 CPU", v, ok)
+	}
+	if _, ok := otherCPU(cpuSample{}, b); ok {
+		t.Fatal("unknown sample gave a value")
+	}
+	if s := sampleCPU(); runtime.GOOS == "linux" && (!s.ok || s.busy <= 0) {
+		t.Fatalf("linux sample %+v", s)
+	}
+}
+
+func TestStallProbe(t *testing.T) {
+	base := time.Now()
+	p := &stallProbe{from: base, hist: NewLatency()}
+	p.observe(base.Add(-time.Second), base.Add(-time.Millisecond)) // warm-up: not recorded
+	p.observe(base, base.Add(stallInterval+200*time.Millisecond))  // woke up 200ms late
+	p.observe(base, base.Add(stallInterval))                       // on time
+	if st := p.hist.Percentiles(); p.hist.Count() != 2 || st.Max < 199 || st.Max > 201 {
+		t.Fatalf("count %d, %+v", p.hist.Count(), st)
+	}
+	// The goroutine records about one observation per interval and stops.
+	live := startStallProbe(time.Now())
+	time.Sleep(20 * stallInterval) // the probe measures wall-clock time: let some pass
+	if n := live.stop().Count(); n < 1 || n > 21 {
+		t.Fatalf("%d observations in 20 intervals", n)
+	}
+}
+
+func TestWriteWarnings(t *testing.T) {
+	f := &result.File{Runs: []result.Run{{Name: "a"}, {Name: "latency/multipaxos", Warnings: []string{"1 leader election(s) without a failure"}}}}
+	var b bytes.Buffer
+	if err := WriteWarnings(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "WARNING latency/multipaxos: 1 leader election") || strings.Contains(b.String(), "WARNING a:") {
+		t.Fatalf("warnings:\n%s", b.String())
+	}
+	b.Reset()
+	WriteWarnings(&b, &result.File{Runs: []result.Run{{Name: "a"}}})
+	if b.Len() != 0 {
+		t.Fatalf("no disturbed run, yet: %q", b.String())
 	}
 }

@@ -69,6 +69,27 @@ type Run struct {
 	Errors        int64   `json:"errors"`          // commands that failed or timed out
 	Elections     uint64  `json:"elections"`       // Multi-Paxos leader elections won during the measured window (0 in a steady run)
 
+	// Disturbances: events a steady run does not have. Each one means the run measured
+	// more than the protocol on an idle machine (docs/results.md, "Disturbed runs");
+	// Warnings says which, in words.
+	Retries    int64  `json:"retries"`      // client resends after RetryTimeoutS without a reply (same client and seq)
+	Redirects  int64  `json:"redirects"`    // redirect answers (no leader known, replica stopping) after which a client resent
+	Recoveries uint64 `json:"recoveries"`   // Multi-Paxos campaigns (phase 1 started) or EPaxos explicit prepares started, in the window
+	Dropped    uint64 `json:"dropped_msgs"` // peer messages dropped in the window by the TCP transports (full queue, peer down) or the WAN emulator
+	// HostStall: how late a goroutine of the benchmark process that sleeps 5 ms at a time
+	// woke up, during the window. On an idle machine well under a millisecond; when other
+	// processes saturate the cores every replica, link and client waits about as long.
+	HostStall Percentiles `json:"host_stall_ms"`
+	// OtherCPU: CPUs' worth of time that processes other than the benchmark used during
+	// the window (Linux: /proc/stat minus the process's own rusage; 0 elsewhere). Near 0
+	// on an idle machine; 1.5 on 2 cores means the replicas competed for the rest.
+	OtherCPU float64  `json:"other_cpu"`
+	Warnings []string `json:"warnings,omitempty"`
+	// The timeouts the run used.
+	RetryTimeoutS     float64 `json:"retry_timeout_s"`               // client resend timeout (doubles on each resend of a command)
+	ElectionTimeoutMs float64 `json:"election_timeout_ms,omitempty"` // Multi-Paxos base election timeout (a follower waits 1-2x this)
+	RecoveryTimeoutMs float64 `json:"recovery_timeout_ms,omitempty"` // EPaxos: how long an instance may stay uncommitted before recovery
+
 	Fail *Failure `json:"fail,omitempty"` // the crash injected, if any
 
 	// Timeline: completed commands per interval over the whole run (warm-up included),
@@ -189,6 +210,7 @@ var CSVHeader = []string{
 	"fast_path_ratio", "msgs_per_cmd", "bytes_per_cmd", "errors", "site", "ops",
 	"commit_p50_ms", "commit_p90_ms", "commit_p99_ms", "commit_p999_ms",
 	"exec_p50_ms", "exec_p90_ms", "exec_p99_ms", "exec_p999_ms", "optimum_commit_ms",
+	"elections", "retries", "redirects", "recoveries", "dropped_msgs", "host_stall_p99_ms", "host_stall_max_ms", "other_cpu",
 }
 
 // WriteCSV writes one row per (run, site); a run without sites gets one row with site "all".
@@ -211,6 +233,8 @@ func WriteCSV(w io.Writer, f *File) error {
 				ff(r.MsgsPerCmd), ff(r.BytesPerCmd), strconv.FormatInt(r.Errors, 10), s.Site, strconv.FormatInt(s.Ops, 10),
 				ff(s.Commit.P50), ff(s.Commit.P90), ff(s.Commit.P99), ff(s.Commit.P999),
 				ff(s.Exec.P50), ff(s.Exec.P90), ff(s.Exec.P99), ff(s.Exec.P999), ff(s.Optimum),
+				strconv.FormatUint(r.Elections, 10), strconv.FormatInt(r.Retries, 10), strconv.FormatInt(r.Redirects, 10),
+				strconv.FormatUint(r.Recoveries, 10), strconv.FormatUint(r.Dropped, 10), ff(r.HostStall.P99), ff(r.HostStall.Max), ff(r.OtherCPU),
 			}
 			if err := cw.Write(row); err != nil {
 				return err

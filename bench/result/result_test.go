@@ -40,7 +40,8 @@ func TestSchemaKeys(t *testing.T) {
 	}
 	run := raw["runs"].([]any)[0].(map[string]any)
 	for _, k := range []string{"protocol", "replicas", "conflict", "wan", "leader", "durable", "clients",
-		"duration_s", "throughput_ops", "fast_path_ratio", "timeline", "sites"} {
+		"duration_s", "throughput_ops", "fast_path_ratio", "timeline", "sites",
+		"elections", "retries", "redirects", "recoveries", "dropped_msgs", "host_stall_ms", "retry_timeout_s"} {
 		if _, ok := run[k]; !ok {
 			t.Errorf("run lacks %q", k)
 		}

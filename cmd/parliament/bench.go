@@ -70,6 +70,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	valueSize := fs.Int("value-size", 16, "bytes per PUT value")
 	keys := fs.Int("keys", 1<<20, "key space for uniform and zipf")
 	verbose := fs.Bool("v", false, "log the replicas' warnings to stderr")
+	electionTicks := fs.Int("election-ticks", 0, "Multi-Paxos base election timeout in 10ms ticks (0 = max(50, 2 x the largest WAN round trip))")
+	recoveryTicks := fs.Int("recovery-ticks", 0, "EPaxos recovery timeout in 10ms ticks (0 = max(50, 2 x the largest WAN round trip); -1 = the engine's and runtime's defaults)")
+	retryTimeout := fs.Duration("retry-timeout", 0, "clients resend a command after this long without a reply (0 = max(1s, 5 x the largest WAN round trip); with --fail 2 x it + 100ms)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -104,10 +107,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	if *verbose {
-		for i := range cfgs {
+	for i := range cfgs {
+		if *verbose {
 			cfgs[i].Logger = stderrLogger(stderr)
 		}
+		cfgs[i].ElectionTicks, cfgs[i].RecoveryTicks, cfgs[i].RetryTimeout = *electionTicks, *recoveryTicks, *retryTimeout
 	}
 	meta := bench.Stamp(append([]string{"parliament", "bench"}, args...), *seed, *durable, suite)
 	dir := *out
@@ -121,7 +125,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		meta.Emulation = "external"
 		f, err = bench.RunExternal(ctx, meta, *configPath, cfgs, newProgress(stderr, cfgs))
 	} else {
-		f, err = bench.RunAll(ctx, meta, cfgs, newProgress(stderr, cfgs))
+		f, err = bench.RunAll(ctx, meta, cfgs, newProgress(stderr, cfgs), func(r *result.Run) {
+			if len(r.Warnings) > 0 {
+				fmt.Fprintf(stderr, "bench: WARNING %s: %s\n", r.Name, strings.Join(r.Warnings, "; "))
+			}
+		})
 	}
 	if f != nil && len(f.Runs) > 0 {
 		if werr := result.Write(dir, f); werr != nil {
