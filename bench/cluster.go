@@ -37,8 +37,7 @@ type cluster struct {
 	tcps     []*transport.TCP // for their drop counters
 	wans     []*transport.WAN // nil without a WAN
 	down     []atomic.Bool
-	leaders  []atomic.Uint32 // Multi-Paxos: the leader each replica believes in (0 = none)
-	dataDir  string          // durable runs: the WAL directories live here
+	dataDir  string // durable runs: the WAL directories live here
 	stopOnce sync.Once
 }
 
@@ -63,7 +62,6 @@ type clusterOptions struct {
 func startCluster(o clusterOptions) (*cluster, error) {
 	c := &cluster{matrix: o.matrix, sites: workloads.PlaceReplicas(o.matrix, o.n)}
 	c.down = make([]atomic.Bool, o.n)
-	c.leaders = make([]atomic.Uint32, o.n)
 	cl := &config.Cluster{ClusterID: uint64(o.seed)*2654435761 | 1, Protocol: o.protocol, Tick: config.Duration(o.tick),
 		ElectionTicks: o.electionTicks, RecoveryTicks: o.recoveryTicks, Durable: &o.durable}
 	addrs, err := freeAddrs(o.n)
@@ -108,10 +106,31 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// First every replica's transport (listening at once) and log, then the replicas
+	// themselves, the preferred Multi-Paxos leader first: the slow parts (durable logs)
+	// are done before any engine ticks, so the replicas start within moments of each
+	// other and the leader's first Prepares find every peer listening.
+	c.replicas = make([]*replica.Replica, o.n)
+	c.counters = make([]*countingTransport, o.n)
+	c.tcps = make([]*transport.TCP, o.n)
+	c.wans = make([]*transport.WAN, o.n)
+	logs := make([]replica.Log, o.n)
+	recs := make([][]protocol.Record, o.n)
+	closeUnstarted := func() {
+		for i, ct := range c.counters {
+			if ct != nil && c.replicas[i] == nil {
+				ct.Close()
+				if logs[i] != nil {
+					logs[i].Close()
+				}
+			}
+		}
+	}
 	for i := range o.n {
 		id := protocol.ReplicaID(i + 1)
 		tcp, err := transport.NewTCP(transport.Config{ID: id, ClusterID: cl.ClusterID, Listen: addrs[i], Peers: cl.Addresses(), Logger: logger})
 		if err != nil {
+			closeUnstarted()
 			c.stop()
 			return nil, err
 		}
@@ -121,50 +140,66 @@ func startCluster(o clusterOptions) (*cluster, error) {
 			w, err := transport.NewWANChecked(tcp, transport.WANConfig{Matrix: tm, Sites: siteOf, Self: id, Seed: o.seed + int64(id)})
 			if err != nil {
 				tcp.Close()
+				closeUnstarted()
 				c.stop()
 				return nil, err
 			}
 			tr, wan = w, w
 		}
-		ct := &countingTransport{Transport: tr}
-		var log replica.Log
-		var recs []protocol.Record
+		c.counters[i], c.tcps[i], c.wans[i] = &countingTransport{Transport: tr}, tcp, wan
 		if o.durable {
 			wl, r, _, err := wal.Open(filepath.Join(c.dataDir, strconv.Itoa(int(id))), wal.Options{})
 			if err != nil {
-				ct.Close()
+				closeUnstarted()
 				c.stop()
 				return nil, err
 			}
-			log, recs = wl, r
+			logs[i], recs[i] = wl, r
 		}
+	}
+	order := make([]int, 0, o.n)
+	order = append(order, int(leaderID-1))
+	for i := range o.n {
+		if i != int(leaderID-1) {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		id := protocol.ReplicaID(i + 1)
 		rank := latencyRank(o.matrix, c.sites, id)
+		var log replica.Log
+		if logs[i] != nil {
+			log = logs[i]
+		}
 		r, err := replica.Start(replica.Options{
-			Cluster: cl, ID: id, Transport: ct, Log: log, Records: recs, Seed: o.seed*31 + int64(id), Logger: logger,
+			Cluster: cl, ID: id, Transport: c.counters[i], Log: log, Records: recs[i], Seed: o.seed*31 + int64(id), Logger: logger,
 			NewEngine: func(pc protocol.Config) (protocol.Engine, error) {
-				return newEngine(cl, pc, rank, id != leaderID, &c.leaders[id-1])
+				return newEngine(cl, pc, rank, leaderID)
 			},
 		})
 		if err != nil {
-			ct.Close()
+			// Start closed this replica's transport; the log is ours to close.
+			c.counters[i] = nil
+			if logs[i] != nil {
+				logs[i].Close()
+			}
+			closeUnstarted()
 			c.stop()
 			return nil, err
 		}
-		c.replicas = append(c.replicas, r)
-		c.counters = append(c.counters, ct)
-		c.tcps = append(c.tcps, tcp)
-		c.wans = append(c.wans, wan)
+		c.replicas[i] = r
 	}
 	return c, nil
 }
 
 // newEngine builds the engine like replica.NewEngine does from the cluster file, with two
 // benchmark-specific choices: EPaxos ranks peers by the benchmark's own matrix (not only
-// the built-in one), and a Multi-Paxos replica that is not the preferred leader holds its
-// election timer until it has heard of a leader (holdTicks), which makes the --leader
-// site win the first election without changing the engine. Later elections (after a
-// crash) run with every replica's normal timeout.
-func newEngine(cl *config.Cluster, pc protocol.Config, rank []protocol.ReplicaID, follower bool, leader *atomic.Uint32) (protocol.Engine, error) {
+// the built-in one), and Multi-Paxos gets the --leader site's replica as its
+// PreferredLeader, which campaigns one tick after the start while every other replica
+// waits its full election timeout (at least 50 ticks in-process, see electionTicks), so
+// it wins the first election. Later elections (after a crash) are the normal randomized
+// ones.
+func newEngine(cl *config.Cluster, pc protocol.Config, rank []protocol.ReplicaID, leader protocol.ReplicaID) (protocol.Engine, error) {
 	switch cl.Protocol {
 	case config.EPaxos:
 		c := epaxos.DefaultConfig()
@@ -193,44 +228,10 @@ func newEngine(cl *config.Cluster, pc protocol.Config, rank []protocol.ReplicaID
 		if cl.Batch > 0 {
 			c.MaxBatch = cl.Batch
 		}
-		e, err := multipaxos.New(c)
-		if err != nil {
-			return nil, err
-		}
-		return &holdTicks{Engine: e, held: follower, leader: leader}, nil
+		c.PreferredLeader = leader
+		return multipaxos.New(c)
 	}
 	return nil, fmt.Errorf("bench: unknown protocol %q", cl.Protocol)
-}
-
-// holdTicks wraps a Multi-Paxos engine. While held it swallows Tick calls until the engine
-// reports a leader (Ready.Leader), so that this replica cannot start the first election.
-// It publishes the leader the engine believes in. Everything else passes through.
-type holdTicks struct {
-	protocol.Engine
-	held   bool
-	leader *atomic.Uint32
-}
-
-func (h *holdTicks) Tick() {
-	if !h.held {
-		h.Engine.Tick()
-	}
-}
-
-func (h *holdTicks) Ready() protocol.Ready {
-	rd := h.Engine.Ready()
-	if rd.Leader != 0 {
-		h.held = false
-	}
-	h.leader.Store(uint32(rd.Leader))
-	return rd
-}
-
-func (h *holdTicks) Stats() protocol.Stats {
-	if s, ok := h.Engine.(protocol.StatsReporter); ok {
-		return s.Stats()
-	}
-	return protocol.Stats{}
 }
 
 // latencyRank orders id's peers closest first by the matrix (ties by ID).
@@ -288,6 +289,9 @@ func (c *cluster) stop() {
 	c.stopOnce.Do(func() {
 		var wg sync.WaitGroup
 		for _, r := range c.replicas {
+			if r == nil {
+				continue // startCluster failed before starting it
+			}
 			wg.Add(1)
 			go func() { defer wg.Done(); r.Stop() }()
 		}
@@ -333,18 +337,18 @@ func (c *cluster) totals() totals {
 // agreedLeader returns the Multi-Paxos leader every live replica believes in, or 0 while
 // they disagree or do not know.
 func (c *cluster) agreedLeader() protocol.ReplicaID {
-	var l uint32
-	for i := range c.replicas {
+	var l protocol.ReplicaID
+	for i, r := range c.replicas {
 		if c.down[i].Load() {
 			continue
 		}
-		v := c.leaders[i].Load()
+		v := r.Leader()
 		if v == 0 || (l != 0 && v != l) {
 			return 0
 		}
 		l = v
 	}
-	return protocol.ReplicaID(l)
+	return l
 }
 
 // countingTransport counts the messages a replica sends and their size on the wire

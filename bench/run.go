@@ -225,33 +225,15 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 		}
 	}
 	eTicks, rTicks := cfg.electionTicks(m), cfg.recoveryTicks(m)
-	c, err := startCluster(clusterOptions{
+	co := clusterOptions{
 		protocol: cfg.Protocol, n: cfg.Replicas, matrix: m, leader: leader, durable: cfg.Durable,
 		seed: cfg.Seed, tick: cfg.Tick, electionTicks: eTicks, recoveryTicks: rTicks, logger: cfg.Logger,
-	})
+	}
+	c, err := startLed(ctx, co, cfg.Protocol == workloads.MultiPaxos)
 	if err != nil {
 		return result.Run{}, err
 	}
 	defer c.stop()
-
-	// Multi-Paxos: wait for the preferred leader before loading the cluster.
-	if cfg.Protocol == workloads.MultiPaxos {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			l := c.agreedLeader()
-			if l != 0 && c.sites[l-1] == leader {
-				break
-			}
-			if time.Now().After(deadline) {
-				return result.Run{}, fmt.Errorf("bench: no Multi-Paxos leader at %s after 30s (replicas believe %v)", leader, c.leaderViews())
-			}
-			select {
-			case <-ctx.Done():
-				return result.Run{}, ctx.Err()
-			case <-time.After(cfg.Tick):
-			}
-		}
-	}
 
 	// Client sites: one per distinct replica site, each at its first replica.
 	var sites []string
@@ -361,10 +343,48 @@ loop:
 	return r, nil
 }
 
+// leaderAttempts is how many times Run starts a Multi-Paxos cluster whose first leader
+// is not the preferred one before it gives up.
+const leaderAttempts = 3
+
+// startLed starts the cluster and, for Multi-Paxos, waits until every replica follows the
+// leader at o.leader. The preferred leader campaigns first (multipaxos.Config.
+// PreferredLeader), so another replica wins only if the machine stalled the start for a
+// whole election timeout; as the preferred replica never takes leadership back, the
+// cluster is then started again.
+func startLed(ctx context.Context, o clusterOptions, multiPaxos bool) (*cluster, error) {
+	var views []protocol.ReplicaID
+	for range leaderAttempts {
+		c, err := startCluster(o)
+		if err != nil || !multiPaxos {
+			return c, err
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			l := c.agreedLeader()
+			if l != 0 && c.sites[l-1] == o.leader {
+				return c, nil
+			}
+			if l != 0 || time.Now().After(deadline) {
+				views = c.leaderViews()
+				c.stop()
+				break
+			}
+			select {
+			case <-ctx.Done():
+				c.stop()
+				return nil, ctx.Err()
+			case <-time.After(o.tick):
+			}
+		}
+	}
+	return nil, fmt.Errorf("bench: no Multi-Paxos leader at %s in %d starts (replicas last believed %v)", o.leader, leaderAttempts, views)
+}
+
 func (c *cluster) leaderViews() []protocol.ReplicaID {
-	out := make([]protocol.ReplicaID, len(c.leaders))
-	for i := range c.leaders {
-		out[i] = protocol.ReplicaID(c.leaders[i].Load())
+	out := make([]protocol.ReplicaID, len(c.replicas))
+	for i, r := range c.replicas {
+		out[i] = r.Leader()
 	}
 	return out
 }

@@ -5,7 +5,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,38 +69,45 @@ func TestElectionTicksFollowTheWAN(t *testing.T) {
 	}
 }
 
-// fakeEngine reports a leader once told to and counts ticks.
-type fakeEngine struct {
-	protocol.Engine
-	ticks  int
-	leader protocol.ReplicaID
-}
-
-func (f *fakeEngine) Tick()                 { f.ticks++ }
-func (f *fakeEngine) Ready() protocol.Ready { return protocol.Ready{Leader: f.leader} }
-func (f *fakeEngine) Stats() protocol.Stats { return protocol.Stats{Elections: 3} }
-
-func TestHoldTicksUntilALeaderIsKnown(t *testing.T) {
-	fe := &fakeEngine{}
-	var leader atomic.Uint32
-	h := &holdTicks{Engine: fe, held: true, leader: &leader}
-	h.Tick()
-	h.Ready()
-	h.Tick()
-	if fe.ticks != 0 {
-		t.Fatalf("ticks reached the engine before a leader was known: %d", fe.ticks)
+// TestPreferredLeaderWinsFirst starts a 5-site Multi-Paxos cluster with the farthest
+// site as --leader: its replica must be the first and only leader, although the nearer
+// replicas hear each other sooner.
+func TestPreferredLeaderWinsFirst(t *testing.T) {
+	m := workloads.AWS5()
+	c, err := startCluster(clusterOptions{protocol: workloads.MultiPaxos, n: 5, matrix: m, leader: "JP", seed: 7,
+		tick: 10 * time.Millisecond, electionTicks: 50})
+	if err != nil {
+		t.Fatal(err)
 	}
-	fe.leader = 2
-	h.Ready()
-	h.Tick()
-	fe.leader = 0 // the leader is lost later: ticks keep flowing (normal election)
-	h.Ready()
-	h.Tick()
-	if fe.ticks != 2 || leader.Load() != 0 {
-		t.Fatalf("ticks %d leader %d", fe.ticks, leader.Load())
+	defer c.stop()
+	done := make(chan protocol.ReplicaID)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if l := c.agreedLeader(); l != 0 {
+				done <- l
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	select {
+	case l := <-done:
+		if c.sites[l-1] != "JP" {
+			t.Fatalf("leader %d at %s, want JP", l, c.sites[l-1])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no agreed leader after 20s: %v", c.leaderViews())
 	}
-	if h.Stats().Elections != 3 {
-		t.Fatal("Stats not passed through")
+	if e := c.totals().elections; e > 1 {
+		t.Fatalf("%d elections before the first leader was agreed", e)
 	}
 }
 
