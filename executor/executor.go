@@ -84,7 +84,7 @@ type Executor struct {
 	out  []edgeRef // scratch: out edges of the component being recorded
 	miss []missRef // scratch: its out edges to missing instances
 	todo []*comp   // scratch: components being gathered for execution
-	mark uint64    // generation for vertex.mark (dedup of out edges)
+	mark int       // generation of collectOut's marks (vertex.low = -mark)
 
 	inApply bool
 	stats   Stats
@@ -111,19 +111,21 @@ type node struct {
 // a blocked component is condensed once and later traversals walk its recorded outgoing
 // edges instead of its members (see tarjan.go).
 type vertex struct {
-	n        *node
+	n     *node
+	epoch uint64
+	index int
+	// low is Tarjan's low-link while the vertex is on the stack. Off the stack it is
+	// scratch: collectOut marks a target it has listed with -Executor.mark (real low-links
+	// are never negative, and visit resets low).
+	low      int
+	bstart   int32 // this epoch: len(Executor.blockers) when visited
 	isPrefix bool
 	onStack  bool
-	blocked  bool // this epoch: the vertex reaches a missing instance
-	epoch    uint64
-	index    int
-	low      int
-	bstart   int                 // this epoch: len(Executor.blockers) when visited
+	blocked  bool                // this epoch: the vertex reaches a missing instance
 	blocker  protocol.InstanceID // with blocked: a missing instance it reaches
 	// comp: for an instance or prefix vertex, the blocked component it was condensed into
 	// (follow comp.find for the current one); for a super-vertex, its component.
 	comp *comp
-	mark uint64 // Executor.mark when last counted as a target of a component's out edges
 }
 
 type frame struct {
@@ -288,7 +290,7 @@ func (e *Executor) Execute() int {
 			if c.dead {
 				continue
 			}
-			v = &c.sv
+			v = &c.x.sv
 		} else {
 			if !v.n.live {
 				continue

@@ -119,3 +119,29 @@ func TestEPaxosStreamsAgainstReference(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefixVertexDiesInsideBlockedComponent: a blocked component can contain the prefix
+// vertex P(1,2) (everything of row 1 up to 1.2) without instance 1.2, which then executes
+// first and its memory is reused for a newer instance. The component's recorded out edges
+// must keep meaning what they meant (a regression: they named the dead vertex, and the
+// newcomer, 5.1, looked like part of the component and ran before it).
+func TestPrefixVertexDiesInsideBlockedComponent(t *testing.T) {
+	r := newRecorder()
+	e := r.e
+	// 2.1 -> P(1,2) -> 1.1 -> 2.1 is a cycle, blocked on 3.1; P(1,2) -> 1.2, which waits on
+	// 4.1 only and is not in the cycle.
+	e.Add(inst(id(1, 2), 5, id(4, 1)))
+	e.Add(inst(id(2, 1), 5, id(1, 2)))
+	e.Add(inst(id(1, 1), 5, id(2, 1), id(3, 1)))
+	e.Execute()
+	e.Add(inst(id(4, 1), 1))
+	e.Execute() // 4.1, 1.2
+	e.Add(inst(id(5, 1), 0, id(2, 1)))
+	e.Execute()
+	e.Add(inst(id(3, 1), 1))
+	e.Execute()
+	want := []protocol.InstanceID{id(4, 1), id(1, 2), id(3, 1), id(1, 1), id(2, 1), id(5, 1)}
+	if !slices.Equal(r.order, want) {
+		t.Fatalf("order %v, want %v", r.order, want)
+	}
+}

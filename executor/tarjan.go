@@ -62,58 +62,81 @@ func (s *blockSet) find() *blockSet {
 const extraBlockers = 8
 
 // comp is a blocked strongly connected component, condensed: members are its instance
-// and prefix vertices, children the components merged into it (their members are its
-// members too), out its outgoing edges (each leaving some member, to a vertex outside the
-// component or to a missing instance, deduplicated by target). A traversal that meets a
-// member walks the component as one super-vertex, sv, whose edges are out.
+// and prefix vertices, and (for a component of several vertices) x holds its super-vertex
+// sv, the components merged into it (children: their members are its members too) and its
+// outgoing edges (out: each leaving some member, to a vertex outside the component or to a
+// missing instance, deduplicated by target). A traversal that meets a member of a
+// multi-vertex component walks it as the one vertex sv, whose edges are out; a
+// single-vertex component is walked as its vertex (its edges are the component's).
 //
 // Components are exact: a component of the committed graph stays strongly connected as
 // more instances commit (edges are never removed while their source is pending: an edge
 // whose target executed stood for instances that all executed), so it can only merge
 // into a larger component. When a traversal finds a cycle through super-vertices (a
 // missing instance committed and closes a cycle with the components waiting on it),
-// popComponent merges them: the new component adopts the others as children (union-find,
-// no member is moved) and its out edges are recomputed from theirs. So a component that
+// recordBlocked merges them: one of them adopts the others as children (union-find, no
+// member is moved) and its out edges are recomputed from theirs. So a component that
 // keeps growing while its newest members are missing costs its out edges per growth step,
 // not its size.
 type comp struct {
-	sv       vertex
 	set      *blockSet
-	parent   *comp // set when merged into a larger component
-	dead     bool  // executed
+	parent   *comp      // set when merged into a larger component
+	x        *compMulti // nil for a single-vertex component
 	members  []*vertex
-	children []*comp
-	out      []edgeRef
-	// single: the component is one instance or prefix vertex (members[0]) and out is
-	// implicit: that vertex's edges (the common case of a blocked chain: no copy).
-	single   bool
 	blockers []protocol.InstanceID // sorted, distinct; missing when recorded
 	cursor   int                   // blockers before cursor are known to be committed
+	dead     bool                  // executed
 
 	one [1]*vertex             // backing array of members for a single vertex
 	blk [1]protocol.InstanceID // backing array of blockers for a single blocker
 }
 
-func (c *comp) numOut() int {
-	if c.single {
-		return numEdges(c.members[0])
-	}
-	return len(c.out)
+// compMulti is what a component of several vertices has on top of a single one.
+type compMulti struct {
+	sv       vertex
+	children []*comp
+	out      []edgeRef
 }
 
-func (c *comp) outRef(i int) edgeRef {
-	if c.single {
-		return edgeRef{c.members[0], i}
-	}
-	return c.out[i]
-}
-
-// edgeRef is edge i of the instance or prefix vertex v, resolved again whenever it is
-// followed (what it stands for, a prefix of a row, does not change; which vertex stands
-// for it does, as instances commit and execute).
+// edgeRef is an out edge of a component by what it stands for: every instance of row
+// id.Replica numbered 1..id.Num (a dependency, or a prefix vertex's edge to the prefix
+// below it), or with single just instance id (a prefix vertex's edge to its own
+// instance). It is resolved again whenever it is followed: which vertex stands for it
+// changes as instances commit and execute, what it stands for does not. It does not name
+// the member it leaves, because a prefix vertex can die while its component waits: the
+// prefix vertex P(R,k) is part of instance k's node, and instance k need not be in the
+// component of P(R,k) (it may execute first); the edges into P(R,k) then resolve past it,
+// and its own edge to the prefix below stays recorded here.
 type edgeRef struct {
-	v *vertex
-	i int
+	id     protocol.InstanceID
+	single bool
+}
+
+// refOf returns edge i of the instance or prefix vertex v.
+func refOf(v *vertex, i int) edgeRef {
+	id := v.n.inst.ID
+	switch {
+	case !v.isPrefix:
+		return edgeRef{id: v.n.deps[i]}
+	case i == 0:
+		return edgeRef{id: id, single: true}
+	}
+	return edgeRef{id: protocol.InstanceID{Replica: id.Replica, Num: id.Num - 1}}
+}
+
+// follow resolves r like edge resolves the edge it was made from.
+func (e *Executor) follow(r edgeRef) (*vertex, protocol.InstanceID) {
+	rw := e.row(r.id.Replica)
+	if rw == nil || r.id.Num == 0 {
+		return nil, protocol.InstanceID{}
+	}
+	if r.single {
+		if n := rw.pending[r.id.Num]; n != nil {
+			return &n.v[0], protocol.InstanceID{}
+		}
+		return nil, protocol.InstanceID{} // executed
+	}
+	return e.resolve(rw, r.id.Num)
 }
 
 // missRef is an edge that led to the missing instance id when the component was recorded.
@@ -122,9 +145,16 @@ type missRef struct {
 	ref edgeRef
 }
 
-func newComp() *comp {
+// newComp returns a component of the single vertex v, or (v nil) an empty component of
+// several vertices.
+func newComp(v *vertex) *comp {
 	c := &comp{}
-	c.sv.comp = c
+	if v != nil {
+		c.members = append(c.one[:0], v)
+	} else {
+		c.x = &compMulti{}
+		c.x.sv.comp = c
+	}
 	return c
 }
 
@@ -140,22 +170,31 @@ func (c *comp) find() *comp {
 	return r
 }
 
+// unitOf returns the vertex a traversal works with for c: its super-vertex, or its only
+// vertex.
+func (c *comp) unitOf() *vertex {
+	if c.x != nil {
+		return &c.x.sv
+	}
+	return c.members[0]
+}
+
 // unit returns the vertex a traversal works with for the instance or prefix vertex w: w,
-// or the super-vertex of the blocked component w was condensed into.
+// or the super-vertex of the multi-vertex component w was condensed into.
 func unit(w *vertex) *vertex {
 	if w.comp == nil {
 		return w
 	}
-	return &w.comp.find().sv
+	return w.comp.find().unitOf()
 }
 
-// memoBlocked reports whether the unit v (a super-vertex) is known to be blocked on an
-// instance still missing.
+// memoBlocked reports whether the unit v is known to be blocked on an instance still
+// missing.
 func (v *vertex) memoBlocked() bool {
-	if v.n != nil || v.comp == nil {
+	if v.comp == nil {
 		return false
 	}
-	s := v.comp.set.find()
+	s := v.comp.find().set.find()
 	return s != nil && !s.stale
 }
 
@@ -214,7 +253,7 @@ func (e *Executor) reroot() {
 func numEdges(v *vertex) int {
 	switch {
 	case v.n == nil:
-		return v.comp.numOut()
+		return len(v.comp.x.out)
 	case v.isPrefix:
 		return 2
 	}
@@ -226,8 +265,7 @@ func numEdges(v *vertex) int {
 // for is executed).
 func (e *Executor) edge(v *vertex, i int) (*vertex, protocol.InstanceID) {
 	if v.n == nil {
-		r := v.comp.outRef(i)
-		return e.edge(r.v, r.i)
+		return e.follow(v.comp.x.out[i])
 	}
 	if v.isPrefix {
 		if i == 0 {
@@ -267,7 +305,7 @@ func (e *Executor) visit(v *vertex) {
 	e.index++
 	v.onStack = true
 	v.blocked = false
-	v.bstart = len(e.blockers)
+	v.bstart = int32(len(e.blockers))
 	e.stack = append(e.stack, v)
 	e.frames = append(e.frames, frame{v: v})
 	e.stats.Visits++
@@ -280,7 +318,7 @@ func (e *Executor) block(v *vertex, root protocol.InstanceID) {
 		v.blocker = root
 	}
 	// (v is the vertex being scanned: blockers from v.bstart on belong to v's component)
-	if k := len(e.blockers); k == v.bstart || e.blockers[k-1] != root {
+	if k := len(e.blockers); k == int(v.bstart) || e.blockers[k-1] != root {
 		e.blockers = append(e.blockers, root)
 	}
 }
@@ -318,7 +356,7 @@ func (e *Executor) strongconnect(root *vertex) {
 				// other instances w's component waits on, so that when the root is
 				// committed v's component can wait on one of those (reroot) instead of
 				// being walked again.
-				c := w.comp
+				c := w.comp.find()
 				e.block(v, c.set.find().root)
 				for k := c.cursor; k < len(c.blockers) && k < c.cursor+extraBlockers; k++ {
 					e.blockers = append(e.blockers, c.blockers[k])
@@ -376,6 +414,8 @@ func (e *Executor) popComponent(v *vertex) {
 			switch {
 			case m.n == nil:
 				e.comp = e.gather(e.comp, m.comp)
+			case m.comp != nil:
+				e.comp = e.gather(e.comp, m.comp.find())
 			case !m.isPrefix:
 				e.comp = append(e.comp, m.n)
 			}
@@ -422,42 +462,70 @@ func (e *Executor) gather(dst []*node, c *comp) []*node {
 				dst = append(dst, m.n)
 			}
 		}
-		todo = append(todo, c.children...)
+		if c.x != nil {
+			todo = append(todo, c.x.children...)
+		}
 	}
 	e.todo = todo
 	return dst
 }
 
 // recordBlocked records the popped component members (Tarjan root v), which reaches a
-// missing instance, as one blocked comp: a super-vertex of it adopts the other parts, or a
-// new comp is made. Its out edges are computed while the members are still on the stack
-// (an edge to a unit on the stack is internal: Tarjan guarantees that every unit on the
-// stack that a member reaches is in the component).
+// missing instance, as one blocked comp: the component of its only unit again, or the
+// first multi-vertex component among its units adopting the others, or a new comp. Its
+// out edges are computed while the members are still on the stack (an edge to a unit on
+// the stack is internal: Tarjan guarantees that every unit on the stack that a member
+// reaches is in the component).
 func (e *Executor) recordBlocked(v *vertex, members []*vertex) {
 	var c *comp
-	for _, m := range members {
-		if m.n == nil {
-			c = m.comp
-			break
+	if len(members) == 1 {
+		m := members[0]
+		switch {
+		case m.comp != nil:
+			c = m.comp.find() // m's own component, examined again
+		default:
+			c = newComp(m)
+			m.comp = c
 		}
-	}
-	switch {
-	case c == nil && len(members) == 1:
-		// One instance or prefix vertex: its edges are the component's.
-		c = newComp()
-		c.single = true
-		c.members = c.one[:0]
-	case len(members) == 1 && c.single:
-		// The same single vertex again: nothing to recompute.
-	default:
+		if c.x != nil {
+			// Prune the out edges that became satisfied (as cheap as walking them was).
+			e.collectOut(members)
+			c.x.out = append(c.x.out[:0], e.out...)
+			clear(e.out)
+			e.out = e.out[:0]
+		}
+		m.onStack = false
+	} else {
+		for _, m := range members {
+			if m.n == nil {
+				c = m.comp
+				break
+			}
+		}
 		if c == nil {
-			c = newComp()
+			c = newComp(nil)
 		}
 		e.collectOut(members)
-		c.single = false
-		c.out = append(c.out[:0], e.out...)
+		c.x.out = append(c.x.out[:0], e.out...)
 		clear(e.out)
 		e.out = e.out[:0]
+		for _, m := range members {
+			m.onStack = false
+			switch {
+			case m.n != nil:
+				if o := m.comp; o != nil {
+					// m's single-vertex component is part of this one.
+					o.parent, o.set, o.blockers = c, nil, nil
+				}
+				m.comp = c
+				c.members = append(c.members, m)
+			case m.comp != c:
+				// Another multi-vertex component that turned out to be part of this one.
+				p := m.comp
+				p.parent, p.set, p.blockers, p.x.out = c, nil, nil, nil
+				c.x.children = append(c.x.children, p)
+			}
+		}
 	}
 
 	bl := e.blockers[v.bstart:]
@@ -479,20 +547,8 @@ func (e *Executor) recordBlocked(v *vertex, members []*vertex) {
 	s := e.setFor(root)
 	c.set = s
 	s.comps = append(s.comps, c)
-	for _, m := range members {
-		m.onStack = false
-		switch {
-		case m.n != nil:
-			m.comp = c
-			c.members = append(c.members, m)
-		case m.comp != c:
-			// Another blocked component that turned out to be part of this one.
-			p := m.comp
-			p.parent, p.set, p.out, p.blockers, p.single = c, nil, nil, nil, false
-			c.children = append(c.children, p)
-		}
-	}
-	c.sv.epoch, c.sv.onStack, c.sv.blocked, c.sv.blocker = e.epoch, false, true, root
+	u := c.unitOf()
+	u.epoch, u.onStack, u.blocked, u.blocker = e.epoch, false, true, root
 	for _, m := range members {
 		if m.n != nil && !m.isPrefix {
 			if old := e.sets[m.n.inst.ID]; old != nil {
@@ -505,13 +561,21 @@ func (e *Executor) recordBlocked(v *vertex, members []*vertex) {
 }
 
 // collectOut sets e.out to the edges leaving the component members (on the stack), one per
-// distinct target: a unit outside the component, or a missing instance. Two edges with the
-// same target stand for the same thing for good (a prefix of a row down to a vertex, or
-// instances of one component, which execute together), so one of them is enough.
+// distinct target: edges that reach the same thing for good are redundant.
+//   - Edges to a missing instance: they all stand for the same prefix of its row (the
+//     rest of what they named is executed).
+//   - Edges into one blocked component D: while D is pending, each of them reaches all of
+//     D, and once D executed they are all satisfied. An edge to an instance of D keeps
+//     resolving into D (the instance executes with D). An edge to a prefix vertex P(R,k)
+//     of D whose instance k is not in D also does: P reaches the rest of D only through
+//     the prefix below it, so that prefix is in D, and when k executes the edge resolves
+//     to it.
+//
+// Satisfied edges stay satisfied and are dropped. Marks live in vertex.low (see vertex).
 func (e *Executor) collectOut(members []*vertex) {
 	e.mark++
 	add := func(r edgeRef) {
-		w, missing := e.edge(r.v, r.i)
+		w, missing := e.follow(r)
 		if w == nil {
 			if missing.Num != 0 {
 				e.miss = append(e.miss, missRef{missing, r})
@@ -519,21 +583,21 @@ func (e *Executor) collectOut(members []*vertex) {
 			return // satisfied for good
 		}
 		w = unit(w)
-		if w.onStack || w.mark == e.mark {
+		if w.onStack || w.low == -e.mark {
 			return // internal, or a target already listed
 		}
-		w.mark = e.mark
+		w.low = -e.mark
 		e.out = append(e.out, r)
 	}
 	for _, m := range members {
 		if m.n == nil {
-			for k := range m.comp.numOut() {
-				add(m.comp.outRef(k))
+			for _, r := range m.comp.x.out {
+				add(r)
 			}
 			continue
 		}
 		for k := range numEdges(m) {
-			add(edgeRef{m, k})
+			add(refOf(m, k))
 		}
 	}
 	if len(e.miss) > 0 {
@@ -577,7 +641,7 @@ func (e *Executor) executeNode(n *node) {
 					continue
 				}
 				c.set = nil
-				e.work = append(e.work, &c.sv)
+				e.work = append(e.work, c.unitOf())
 			}
 		}
 	}
