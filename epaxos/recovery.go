@@ -205,10 +205,19 @@ func (e *Engine) latePrepareOK(inst *instance, ls *lead, from int, m *protocol.M
 	if ls.pv[from] != pvUnknown {
 		return
 	}
-	ls.pv[from] = pvOther
-	if m.Status == protocol.StatusPreAccepted && m.VBallot == (protocol.Ballot{Replica: inst.id.Replica}) &&
-		m.Seq == ls.cand.seq && slices.Equal(e.depsFrom(e.scr, m.Deps), ls.cand.deps) {
+	same := m.Status >= protocol.StatusPreAccepted && m.Seq == ls.cand.seq &&
+		slices.Equal(e.depsFrom(e.scr, m.Deps), ls.cand.deps)
+	switch {
+	case same && m.Status == protocol.StatusPreAccepted && m.VBallot == (protocol.Ballot{Replica: inst.id.Replica}):
 		ls.pv[from] = pvSame
+	case same:
+		// The candidate itself, voted at a recovery ballot (another recoverer accepted it):
+		// this replica may also have voted for it at ballot 0, so it still counts as a
+		// possible fast-quorum member. Marking it pvOther let a late reply prove "no fast
+		// commit" wrongly and recommit a fast-committed instance with other attributes
+		// (sim seed 2601, epaxos N=5, TestRegressionEPaxosLatePrepareOKAccepted).
+	default:
+		ls.pv[from] = pvOther
 	}
 	if e.cannotBeFast(inst, ls) {
 		e.restartPhase1(inst, ls)

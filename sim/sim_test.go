@@ -479,8 +479,6 @@ func TestConvergenceCaught(t *testing.T) {
 //
 //	parliament sim --protocol epaxos --replicas 5 --seeds 1 --seed 2601 --faults all --trace seed2601.trace
 func TestRegressionEPaxosLatePrepareOKAccepted(t *testing.T) {
-	t.Skip("engine bug: epaxos latePrepareOK treats an accepted candidate as a non-vote (seed 2601); " +
-		"replay: parliament sim --protocol epaxos --replicas 5 --seeds 1 --seed 2601 --faults all")
 	r := Run(Config{Protocol: EPaxos, Replicas: 5, Seed: 2601, Faults: AllFaults()})
 	if r.Failed() {
 		t.Fatalf("seed 2601: %v", r.Violations[0].Error())
