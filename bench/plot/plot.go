@@ -77,6 +77,22 @@ func Caption(m result.Meta) string {
 		m.Machine, m.CPUs, m.Go, m.Commit, m.Started.UTC().Format("2006-01-02 15:04"), m.Seed, dur, m.Emulation)
 }
 
+// Disturbed returns a second caption line when some of runs were disturbed
+// (result.Run.Warnings: other processes' CPU, elections without a failure, resends, ...),
+// so that a chart made from such runs says so; "" when none was.
+func Disturbed(runs []result.Run) string {
+	n := 0
+	for _, r := range runs {
+		if len(r.Warnings) > 0 {
+			n++
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("WARNING: %d of the %d runs drawn here were disturbed (a loaded machine, elections, resends...): see \"warnings\" in results.json", n, len(runs))
+}
+
 // Chart is one produced chart: its base name (files are Name.png and Name.svg) and title.
 type Chart struct {
 	Name  string
@@ -91,14 +107,18 @@ func All(f *result.File, dir string) ([]Chart, error) {
 	}
 	caption := Caption(f.Meta)
 	var charts []Chart
-	emit := func(name string, p *plot.Plot, err error) error {
+	emit := func(name string, runs []result.Run, p *plot.Plot, err error) error {
 		if err != nil {
 			return fmt.Errorf("plot %s: %w", name, err)
 		}
 		if p == nil {
 			return nil
 		}
-		if err := save(p, caption, filepath.Join(dir, name)); err != nil {
+		c := caption
+		if d := Disturbed(runs); d != "" {
+			c += "\n" + d
+		}
+		if err := save(p, c, filepath.Join(dir, name)); err != nil {
 			return fmt.Errorf("plot %s: %w", name, err)
 		}
 		charts = append(charts, Chart{Name: name, Title: p.Title.Text})
@@ -108,25 +128,29 @@ func All(f *result.File, dir string) ([]Chart, error) {
 	for _, c := range conflicts(latency) {
 		runs := withConflict(latency, c)
 		p, err := LatencyPerSite(runs)
-		if err := emit(fmt.Sprintf("latency-c%s", pct(c)), p, err); err != nil {
+		if err := emit(fmt.Sprintf("latency-c%s", pct(c)), runs, p, err); err != nil {
 			return charts, err
 		}
 	}
-	p, err := ThroughputVsConflict(f.RunsOf("throughput"))
-	if err := emit("throughput", p, err); err != nil {
+	runs := f.RunsOf("throughput")
+	p, err := ThroughputVsConflict(runs)
+	if err := emit("throughput", runs, p, err); err != nil {
 		return charts, err
 	}
-	p, err = LatencyVsThroughput(f.RunsOf("sweep"))
-	if err := emit("latency-tput", p, err); err != nil {
+	runs = f.RunsOf("sweep")
+	p, err = LatencyVsThroughput(runs)
+	if err := emit("latency-tput", runs, p, err); err != nil {
 		return charts, err
 	}
-	p, err = FailureTimeline(f.RunsOf("failure"))
-	if err := emit("failure", p, err); err != nil {
+	runs = f.RunsOf("failure")
+	p, err = FailureTimeline(runs)
+	if err := emit("failure", runs, p, err); err != nil {
 		return charts, err
 	}
 	for _, c := range conflicts(latency) {
-		p, err := CDF(withConflict(latency, c))
-		if err := emit(fmt.Sprintf("cdf-c%s", pct(c)), p, err); err != nil {
+		runs := withConflict(latency, c)
+		p, err := CDF(runs)
+		if err := emit(fmt.Sprintf("cdf-c%s", pct(c)), runs, p, err); err != nil {
 			return charts, err
 		}
 	}

@@ -1,6 +1,7 @@
 package plot
 
 import (
+	"fmt"
 	"image/png"
 	"math"
 	"math/rand/v2"
@@ -123,5 +124,21 @@ func TestCaption(t *testing.T) {
 		if !strings.Contains(c, want) {
 			t.Errorf("caption %q lacks %q", c, want)
 		}
+	}
+}
+
+func TestDisturbedRunsAreFlagged(t *testing.T) {
+	runs := synthetic().RunsOf("latency")
+	if d := Disturbed(runs); d != "" {
+		t.Fatalf("clean runs flagged: %q", d)
+	}
+	runs[0].Warnings = []string{"other processes used 1.9 CPUs"}
+	if d := Disturbed(runs); !strings.Contains(d, fmt.Sprintf("1 of the %d runs", len(runs))) {
+		t.Fatalf("disturbed run not flagged: %q", d)
+	}
+	f := synthetic()
+	f.Runs[0].Warnings = []string{"x"}
+	if _, err := All(f, t.TempDir()); err != nil {
+		t.Fatal(err)
 	}
 }
