@@ -27,6 +27,16 @@ func Warnings(r *result.Run) []string {
 	if steady && r.Elections > 0 {
 		w = append(w, fmt.Sprintf("%d leader election(s) without a failure", r.Elections))
 	}
+	if steady && r.WarmupElections > 0 {
+		w = append(w, fmt.Sprintf("%d leader election(s) during the warm-up", r.WarmupElections))
+	}
+	if steady && r.Protocol == "multipaxos" && r.Leader != "" && r.LeaderEnd != r.Leader {
+		end := "no agreed leader"
+		if r.LeaderEnd != "" {
+			end = "the leader at " + r.LeaderEnd
+		}
+		w = append(w, fmt.Sprintf("the run was set up with the leader at %s but ended with %s (the optimum assumes %s)", r.Leader, end, r.Leader))
+	}
 	if steady && r.Recoveries > 0 {
 		what := "EPaxos recoveries (explicit prepare)"
 		if r.Protocol == "multipaxos" {

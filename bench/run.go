@@ -252,6 +252,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 		maxBacklog: 1 << 16,
 	}
 	var completed atomic.Int64
+	atStart := c.totals()
 	start := time.Now()
 	probe := startStallProbe(start.Add(cfg.Warmup))
 	loads := make([]*siteLoad, len(sites))
@@ -316,6 +317,7 @@ loop:
 	}
 	after = c.totals()
 	cpuAfter := sampleCPU()
+	leaderEnd := c.agreedLeader()
 	close(stop)
 	wg.Wait()
 	stall := probe.stop()
@@ -327,6 +329,10 @@ loop:
 	}
 	r := cfg.collect(m, leader, loads, before, after, crashAt)
 	r.HostStall = stall.Percentiles()
+	r.WarmupElections = before.elections - atStart.elections
+	if cfg.Protocol == workloads.MultiPaxos && leaderEnd != 0 {
+		r.LeaderEnd = c.sites[leaderEnd-1]
+	}
 	if tookBefore {
 		if v, ok := otherCPU(cpuBefore, cpuAfter); ok {
 			r.OtherCPU = v

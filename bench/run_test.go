@@ -35,6 +35,10 @@ func TestInProcessLatencyNearOptimum(t *testing.T) {
 		if r.Dropped != 0 || r.Retries != 0 || r.RetryTimeoutS < 1 {
 			t.Errorf("%s: dropped %d, resent %d (timeout %vs)", proto, r.Dropped, r.Retries, r.RetryTimeoutS)
 		}
+		// A leader that moved must have been elected, and counted.
+		if proto == workloads.MultiPaxos && r.LeaderEnd != r.Leader && r.Elections+r.WarmupElections == 0 {
+			t.Errorf("multipaxos: leader %s at the start, %q at the end, yet no election counted", r.Leader, r.LeaderEnd)
+		}
 		t.Logf("%s: elections %d, recoveries %d, redirects %d, host stall p99 %.1fms max %.1fms, warnings %q",
 			proto, r.Elections, r.Recoveries, r.Redirects, r.HostStall.P99, r.HostStall.Max, r.Warnings)
 		if proto == workloads.EPaxos && r.FastPathRatio < 0.99 {

@@ -226,15 +226,17 @@ func TestRecoveryAndRetryTimeoutsFollowTheWAN(t *testing.T) {
 }
 
 func TestWarningsNameEachDisturbance(t *testing.T) {
-	quiet := result.Run{Protocol: "multipaxos", HostStall: result.Percentiles{P99: 0.3, Max: 4}}
+	quiet := result.Run{Protocol: "multipaxos", Leader: "CA", LeaderEnd: "CA", HostStall: result.Percentiles{P99: 0.3, Max: 4}}
 	if w := Warnings(&quiet); len(w) != 0 {
 		t.Fatalf("steady run warned: %v", w)
 	}
 	r := quiet
 	r.Elections, r.Recoveries, r.Retries, r.Redirects, r.Dropped, r.RetryTimeoutS = 1, 2, 3, 4, 5, 1
 	r.HostStall.Max, r.OtherCPU = 900, 1.6
+	r.WarmupElections, r.LeaderEnd = 6, "JP"
 	w := strings.Join(Warnings(&r), "\n")
-	for _, want := range []string{"1 leader election", "2 Multi-Paxos campaigns", "3 client resend", "4 redirect", "5 peer message", "1.6 CPUs", "900ms"} {
+	for _, want := range []string{"1 leader election", "2 Multi-Paxos campaigns", "3 client resend", "4 redirect", "5 peer message", "1.6 CPUs", "900ms",
+		"6 leader election(s) during the warm-up", "ended with the leader at JP"} {
 		if !strings.Contains(w, want) {
 			t.Errorf("warnings lack %q:\n%s", want, w)
 		}

@@ -68,6 +68,11 @@ type Run struct {
 	BytesPerCmd   float64 `json:"bytes_per_cmd"`   // peer bytes sent per completed command (0 when unknown)
 	Errors        int64   `json:"errors"`          // commands that failed or timed out
 	Elections     uint64  `json:"elections"`       // Multi-Paxos leader elections won during the measured window (0 in a steady run)
+	// WarmupElections: elections won during the warm-up (after the first leader was
+	// agreed); LeaderEnd: the site of the leader every live replica followed when the
+	// window ended ("" when they did not agree). A steady run has 0 and Leader.
+	WarmupElections uint64 `json:"warmup_elections"`
+	LeaderEnd       string `json:"leader_end,omitempty"`
 
 	// Disturbances: events a steady run does not have. Each one means the run measured
 	// more than the protocol on an idle machine (docs/results.md, "Disturbed runs");
