@@ -18,6 +18,10 @@ import (
 // snapshots (Options.SnapshotEvery).
 const DefaultSnapshotEvery = 100000
 
+// DefaultTruncateBytes is the default log growth between truncations
+// (Options.TruncateBytes).
+const DefaultTruncateBytes = 64 << 20
+
 // snapshot is a state-machine snapshot and the executed frontier it was taken at
 // (normalized: normFrontier).
 type snapshot struct {
@@ -97,7 +101,7 @@ func (r *Replica) openStorage(opts *Options) ([]protocol.Record, error) {
 		r.snap = snapshot{frontier: want, data: data}
 		r.stats.snapBytes.Store(uint64(len(data)))
 	}
-	r.wal, r.disk = l, sd
+	r.wal, r.wlog, r.disk = l, l, sd
 	r.log.Info("recovered", "dir", opts.DataDir, "records", rep.Records, "segments", rep.Segments,
 		"snapshot", sd.cur, "frontier", fmt.Sprint(want), "torn", rep.Torn, "fsync", !opts.NoSync)
 	return recs, nil
@@ -125,10 +129,15 @@ func (r *Replica) maybeCheckpoint() error {
 	return r.checkpoint()
 }
 
-// checkpoint folds everything executed here into a state-machine snapshot, makes it
-// durable (a snapshot file), lets the engine forget what it covers (Compact) and replaces
-// the log by the engine's live records, which start with a RecordSnapshot naming the
-// snapshot's frontier (protocol.Compactor).
+// checkpoint folds everything executed here into a state-machine snapshot and lets the
+// engine forget what it covers (Compact). When the log has grown enough since the last
+// truncation (Options.TruncateBytes) the snapshot is also made durable (a snapshot file)
+// and the log is replaced by the engine's live records, which start with a RecordSnapshot
+// naming the snapshot's frontier (protocol.Compactor). Otherwise nothing is written: the
+// log still holds every record since the snapshot file it names, so a restart from that
+// older snapshot rebuilds everything the engine forgot. (Rewriting the live records at
+// every snapshot would double what an EPaxos replica writes: peers keep the instances
+// their slowest peer has not reported executed, about one snapshot interval.)
 //
 // The store may already hold the effects of instances above the frontier (EPaxos executes
 // rows out of step, and the frontier is per-row prefixes): after a restart from this
@@ -142,18 +151,21 @@ func (r *Replica) checkpoint() error {
 		return nil
 	}
 	data := r.store.Snapshot()
-	name := ""
-	if r.disk != nil {
-		var err error
-		if name, err = r.disk.save(f, data); err != nil {
-			return err
-		}
-	}
 	r.snap = snapshot{frontier: f, data: data}
 	r.pruneExecLog(f)
 	r.stats.snapshots.Add(1)
 	r.stats.snapBytes.Store(uint64(len(data)))
 	r.compactor.Compact(f)
+	if r.disk == nil || r.wlog == nil {
+		return nil
+	}
+	if grown := r.wlog.Stats().Bytes - r.truncAt; grown < max(r.truncMin, 2*r.liveBytes) {
+		return nil
+	}
+	name, err := r.disk.save(f, data)
+	if err != nil {
+		return err
+	}
 	return r.truncate(name)
 }
 
@@ -176,8 +188,16 @@ func (r *Replica) truncate(name string) error {
 			"engine", fmt.Sprint(got), "snapshot", fmt.Sprint(r.snap.frontier))
 		return nil
 	}
+	var before uint64
+	if r.wlog != nil {
+		before = r.wlog.Stats().Bytes
+	}
 	if err := t.Truncate(live); err != nil {
 		return fmt.Errorf("log truncate: %w", err)
+	}
+	if r.wlog != nil {
+		r.truncAt = r.wlog.Stats().Bytes
+		r.liveBytes = r.truncAt - before
 	}
 	return r.disk.setCurrent(name)
 }

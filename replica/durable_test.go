@@ -25,6 +25,8 @@ type diskCluster struct {
 	dirs  map[protocol.ReplicaID]string
 	rs    map[protocol.ReplicaID]*Replica
 	every int
+	// truncate is Options.TruncateBytes: 1 (every snapshot) unless a test says otherwise.
+	truncate int64
 	// newEngine overrides engine construction (small retention knobs).
 	newEngine func(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error)
 }
@@ -33,7 +35,7 @@ func newDiskCluster(t *testing.T, proto string, every int) *diskCluster {
 	cl := testCluster(t, proto, 3)
 	base := t.TempDir()
 	c := &diskCluster{t: t, cl: cl, net: transport.NewMemNetwork(), dirs: map[protocol.ReplicaID]string{},
-		rs: map[protocol.ReplicaID]*Replica{}, every: every}
+		rs: map[protocol.ReplicaID]*Replica{}, every: every, truncate: 1}
 	for _, id := range cl.IDs() {
 		c.dirs[id] = filepath.Join(base, fmt.Sprint(id))
 	}
@@ -47,7 +49,8 @@ func newDiskCluster(t *testing.T, proto string, every int) *diskCluster {
 
 func (c *diskCluster) start(id protocol.ReplicaID) *Replica {
 	c.t.Helper()
-	opts := Options{Cluster: c.cl, ID: id, Transport: c.net.Transport(id), DataDir: c.dirs[id], SnapshotEvery: c.every}
+	opts := Options{Cluster: c.cl, ID: id, Transport: c.net.Transport(id), DataDir: c.dirs[id], SnapshotEvery: c.every,
+		TruncateBytes: c.truncate}
 	if c.newEngine != nil {
 		opts.NewEngine = func(pc protocol.Config) (protocol.Engine, error) { return c.newEngine(c.cl, pc) }
 	}
@@ -391,4 +394,31 @@ func TestExternalLogNotTruncated(t *testing.T) {
 	}
 	defer r.Stop()
 	readKeys(t, r, 2, map[string]string{"a-0": "v0", "a-29": "v29"})
+}
+
+// TestRestartBetweenTruncations: snapshots let the engines forget (Compact) without a
+// log truncation (the log has not grown enough): no snapshot file is written, and a
+// restart replays the whole log onto an empty store.
+func TestRestartBetweenTruncations(t *testing.T) {
+	for _, proto := range []string{config.MultiPaxos, config.EPaxos} {
+		t.Run(proto, func(t *testing.T) {
+			c := newDiskCluster(t, proto, 10)
+			c.truncate = 1 << 40
+			c.startAll()
+			acked := writeKeys(t, c.rs[1], 1, "a", 50)
+			for _, id := range c.cl.IDs() {
+				if c.rs[id].Stats().Snapshots == 0 {
+					t.Fatalf("replica %d took no snapshot", id)
+				}
+				c.stop(id)
+				if files := snapFiles(t, c.dirs[id]); len(files) != 0 {
+					t.Fatalf("replica %d wrote snapshot files %v without truncating", id, files)
+				}
+			}
+			c.startAll()
+			for _, id := range c.cl.IDs() {
+				readKeys(t, c.rs[id], 10+uint64(id), acked)
+			}
+		})
+	}
 }

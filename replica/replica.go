@@ -27,6 +27,7 @@ import (
 	"github.com/parliament-lab/parliament/kv"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/transport"
+	"github.com/parliament-lab/parliament/wal"
 )
 
 // Replier receives the reply to a client command. transport.ServerConn implements it;
@@ -61,6 +62,13 @@ type Options struct {
 	// then grows with the run). Without DataDir the snapshot is kept in memory only (for
 	// peers that need it).
 	SnapshotEvery int
+	// TruncateBytes (with DataDir): a snapshot also truncates the log — and only then is
+	// it written to a file — once the log has grown by this many bytes since the last
+	// truncation, or by twice what the last truncation kept, whichever is more. Between
+	// truncations a snapshot only lets the engine forget (Compact): a restart then starts
+	// from the older snapshot file and replays the longer log. 0 = DefaultTruncateBytes;
+	// 1 = truncate at every snapshot.
+	TruncateBytes int64
 	// Transport overrides the TCP transport built from the cluster file (an in-memory or
 	// WAN-wrapped one). The replica owns it and closes it on Stop. Clients can reach a
 	// replica with an overridden transport only through Submit.
@@ -134,6 +142,10 @@ type Replica struct {
 	snapEvery uint64              // 0 = never
 	snapAt    uint64              // executed commands at the last snapshot
 	execLog   []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
+	wlog      *wal.Log            // the log in DataDir (nil without)
+	truncMin  uint64              // TruncateBytes
+	truncAt   uint64              // wlog's appended bytes after the last truncation
+	liveBytes uint64              // bytes the last truncation kept
 
 	in inbox // client requests, filled by connection goroutines
 
@@ -247,6 +259,10 @@ func start(opts Options) (*Replica, error) {
 	r.statsR, _ = eng.(protocol.StatsReporter)
 	r.compactor, _ = eng.(protocol.Compactor)
 	r.rows = append([]protocol.ReplicaID{0}, cl.IDs()...)
+	r.truncMin = DefaultTruncateBytes
+	if opts.TruncateBytes > 0 {
+		r.truncMin = uint64(opts.TruncateBytes)
+	}
 	switch {
 	case opts.SnapshotEvery == 0:
 		r.snapEvery = DefaultSnapshotEvery
