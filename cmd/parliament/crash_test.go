@@ -1,7 +1,7 @@
 package main
 
-// Crash test: real `parliament replica` processes (durable, small snapshot interval so
-// that snapshots and log truncation happen under the kills), clients in this process
+// Crash test: real `parliament replica` processes (durable, small snapshot interval and
+// truncation threshold so that snapshots and log truncation happen under the kills), clients in this process
 // writing and reading, and cycles of SIGKILL — of one random replica, and in every third
 // cycle of all of them at once — then restart from the data directories. After every
 // cycle every acknowledged write must be readable and the client history must be
@@ -104,7 +104,7 @@ func startCrashCluster(t *testing.T, proto string) *crashCluster {
 }
 
 func (c *crashCluster) start(id protocol.ReplicaID) {
-	cmd := exec.Command(c.bin, "replica", "--config", c.cfg, "--id", strconv.Itoa(int(id)), "--snapshot-every", "500")
+	cmd := exec.Command(c.bin, "replica", "--config", c.cfg, "--id", strconv.Itoa(int(id)), "--snapshot-every", "500", "--truncate-bytes", "65536")
 	cmd.Stdout, cmd.Stderr = c.logs[id], c.logs[id]
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -37,11 +37,12 @@ const replicaExamples = `  parliament config --protocol multipaxos --replicas 3 
   parliament replica --config cluster.yaml --id 1 --durable=false --log-level debug`
 
 func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("replica", "--config FILE --id N [--durable=false] [--metrics ADDR]", replicaExamples, stderr)
+	fs := newFlagSet("replica", "--config FILE --id N [--durable=false] [--snapshot-every N] [--truncate-bytes N] [--metrics ADDR]", replicaExamples, stderr)
 	path := fs.String("config", "cluster.yaml", "cluster file (see 'parliament config')")
 	id := fs.Uint("id", 0, "this replica's ID in the cluster file (1..N)")
 	durable := fs.Bool("durable", true, "keep a write-ahead log and snapshots in the replica's data directory and fsync before answering; false keeps nothing (overrides the cluster file's durable field when given)")
 	snapEvery := fs.Int("snapshot-every", replica.DefaultSnapshotEvery, "executed commands between state-machine snapshots (each compacts the engine and truncates the log); 0 or less = never")
+	truncBytes := fs.Int64("truncate-bytes", replica.DefaultTruncateBytes, "log growth (bytes) after which a snapshot also truncates the log and is written to a snapshot file")
 	metrics := fs.String("metrics", "", "serve Prometheus /metrics on this host:port (overrides the cluster file)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
@@ -92,7 +93,10 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		debug.SetGCPercent(replicaGOGC)
 	}
 	rid := protocol.ReplicaID(*id)
-	opts := replica.Options{Cluster: cl, ID: rid, Logger: logger, SnapshotEvery: *snapEvery}
+	if *truncBytes < 1 {
+		return fmt.Errorf("--truncate-bytes %d: want at least 1 (1 = truncate at every snapshot)", *truncBytes)
+	}
+	opts := replica.Options{Cluster: cl, ID: rid, Logger: logger, SnapshotEvery: *snapEvery, TruncateBytes: *truncBytes}
 	if *snapEvery <= 0 {
 		opts.SnapshotEvery = -1
 	}
