@@ -8,7 +8,7 @@ import (
 
 // Host stall thresholds, used where the CPU time of other processes is unknown (not
 // Linux): above either, the machine (not the protocol) added visible latency. On an idle
-// 2-core machine a latency run's probe p99 stays under a millisecond.
+// 2-core machine a latency run's probe p99 is about 1ms and its maximum under 20ms.
 const (
 	stallP99Warn = 10.0  // ms
 	stallMaxWarn = 100.0 // ms

@@ -9,7 +9,7 @@ const stallInterval = 5 * time.Millisecond
 
 // stallProbe measures how late the benchmark process gets the CPU back: a goroutine sleeps
 // stallInterval at a time and records by how much each sleep overran. On a quiet machine
-// the overrun is well under a millisecond; when other processes saturate the cores (race
+// the overrun is about a millisecond at p99; when other processes saturate the cores (race
 // tests, fuzzers) every goroutine of the process — replicas' event loops, the WAN
 // emulator's links, the clients — waits like the probe does, and the latencies measured
 // include that wait. The result is stored with each run (result.Run.HostStall) so that a

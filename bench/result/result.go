@@ -82,7 +82,7 @@ type Run struct {
 	Recoveries uint64 `json:"recoveries"`   // Multi-Paxos campaigns (phase 1 started) or EPaxos explicit prepares started, in the window
 	Dropped    uint64 `json:"dropped_msgs"` // peer messages dropped in the window by the TCP transports (full queue, peer down) or the WAN emulator
 	// HostStall: how late a goroutine of the benchmark process that sleeps 5 ms at a time
-	// woke up, during the window. On an idle machine well under a millisecond; when other
+	// woke up, during the window. On an idle machine about 1ms at p99; when other
 	// processes saturate the cores every replica, link and client waits about as long.
 	HostStall Percentiles `json:"host_stall_ms"`
 	// OtherCPU: CPUs' worth of time that processes other than the benchmark used during
