@@ -19,7 +19,6 @@ import (
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/replica"
 	"github.com/parliament-lab/parliament/transport"
-	"github.com/parliament-lab/parliament/wal"
 	"github.com/parliament-lab/parliament/wire"
 	"github.com/parliament-lab/parliament/workloads"
 )
@@ -114,15 +113,10 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	c.counters = make([]*countingTransport, o.n)
 	c.tcps = make([]*transport.TCP, o.n)
 	c.wans = make([]*transport.WAN, o.n)
-	logs := make([]replica.Log, o.n)
-	recs := make([][]protocol.Record, o.n)
 	closeUnstarted := func() {
 		for i, ct := range c.counters {
 			if ct != nil && c.replicas[i] == nil {
 				ct.Close()
-				if logs[i] != nil {
-					logs[i].Close()
-				}
 			}
 		}
 	}
@@ -147,15 +141,6 @@ func startCluster(o clusterOptions) (*cluster, error) {
 			tr, wan = w, w
 		}
 		c.counters[i], c.tcps[i], c.wans[i] = &countingTransport{Transport: tr}, tcp, wan
-		if o.durable {
-			wl, r, _, err := wal.Open(filepath.Join(c.dataDir, strconv.Itoa(int(id))), wal.Options{})
-			if err != nil {
-				closeUnstarted()
-				c.stop()
-				return nil, err
-			}
-			logs[i], recs[i] = wl, r
-		}
 	}
 	order := make([]int, 0, o.n)
 	order = append(order, int(leaderID-1))
@@ -167,22 +152,22 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	for _, i := range order {
 		id := protocol.ReplicaID(i + 1)
 		rank := latencyRank(o.matrix, c.sites, id)
-		var log replica.Log
-		if logs[i] != nil {
-			log = logs[i]
+		// Durable replicas get a data directory, as `parliament replica` does: the runtime
+		// opens the write-ahead log there, snapshots and truncates it (an external Log is
+		// never truncated, so a long durable run would grow its log without bound).
+		var dataDir string
+		if o.durable {
+			dataDir = filepath.Join(c.dataDir, strconv.Itoa(int(id)))
 		}
 		r, err := replica.Start(replica.Options{
-			Cluster: cl, ID: id, Transport: c.counters[i], Log: log, Records: recs[i], Seed: o.seed*31 + int64(id), Logger: logger,
+			Cluster: cl, ID: id, Transport: c.counters[i], DataDir: dataDir, Seed: o.seed*31 + int64(id), Logger: logger,
 			NewEngine: func(pc protocol.Config) (protocol.Engine, error) {
 				return newEngine(cl, pc, rank, leaderID)
 			},
 		})
 		if err != nil {
-			// Start closed this replica's transport; the log is ours to close.
+			// Start closed this replica's transport.
 			c.counters[i] = nil
-			if logs[i] != nil {
-				logs[i].Close()
-			}
 			closeUnstarted()
 			c.stop()
 			return nil, err

@@ -17,6 +17,7 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"github.com/parliament-lab/parliament/epaxos"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -84,7 +85,9 @@ type Options struct {
 	Seed int64
 	// SuspectTicks is how many ticks an uncommitted dependency may block execution before
 	// the engine is asked to recover it (protocol.Suspecter); 0 = 2 × recovery_ticks, or
-	// 20 when that is unset.
+	// 2 × the EPaxos default recovery timeout when that is unset. Shorter than the
+	// engine's own recovery timeout it starts spurious Explicit Prepares for instances
+	// whose slow path is merely a WAN round trip away.
 	SuspectTicks int
 	// Logger receives the runtime's logs; nil = discard.
 	Logger *slog.Logger
@@ -224,7 +227,7 @@ func start(opts Options) (*Replica, error) {
 	}
 	r.suspectTicks = uint64(opts.SuspectTicks)
 	if r.suspectTicks == 0 {
-		r.suspectTicks = 20
+		r.suspectTicks = 2 * uint64(epaxos.DefaultConfig().RecoveryTicks)
 		if cl.RecoveryTicks > 0 {
 			r.suspectTicks = 2 * uint64(cl.RecoveryTicks)
 		}
