@@ -29,6 +29,10 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
+# Everything printed below (tables included) is kept beside the results as summary.txt.
+mkdir -p "$out"
+exec > >(tee "$out/summary.txt") 2>&1
+
 bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 echo "== build"
