@@ -46,25 +46,10 @@ func (e *Engine) onAccept(m *protocol.Message) {
 
 // onAcceptOK is the coordinator counting accepts; a majority (leader included) commits.
 func (e *Engine) onAcceptOK(m *protocol.Message) {
-	inst := e.get(m.Inst, false)
-	if inst != nil && inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From) // a late voter learns the outcome
+	inst, ls, _, ok := e.admitReply(m, phAccept)
+	if !ok {
 		return
 	}
-	if inst == nil || inst.lead == nil || inst.lead.phase != phAccept {
-		return
-	}
-	ls := inst.lead
-	if !m.OK {
-		e.refused(inst, m.Ballot)
-		return
-	}
-	from := e.ri(m.From)
-	if m.Ballot != ls.ballot || ls.replied[from] {
-		return
-	}
-	ls.replied[from] = true
-	ls.oks++
 	if 1+ls.oks >= e.f+1 {
 		if inst.mine && ls.ballot.Round == 0 {
 			e.stats.SlowPath++

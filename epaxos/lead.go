@@ -253,3 +253,31 @@ func (e *Engine) listOf(deps []uint64) []protocol.InstanceID {
 	}
 	return l
 }
+
+// admitReply is the common head of the coordinator's reply handlers (PreAcceptOK,
+// EAcceptOK, EValidateOK). A reply about an instance already committed here teaches the
+// voter the outcome; a refusal hands the instance to refused; a reply for another phase
+// or ballot, or a repeat from the same replica, is ignored. Otherwise the reply is counted
+// and ok is true, with the instance, its lead state and the voter's row.
+func (e *Engine) admitReply(m *protocol.Message, want phase) (inst *instance, ls *lead, from int, ok bool) {
+	inst = e.get(m.Inst, false)
+	if inst != nil && inst.status == protocol.StatusCommitted {
+		e.sendCommit(inst, m.From) // a late voter learns the outcome
+		return nil, nil, 0, false
+	}
+	if inst == nil || inst.lead == nil || inst.lead.phase != want {
+		return nil, nil, 0, false
+	}
+	ls = inst.lead
+	if !m.OK {
+		e.refused(inst, m.Ballot)
+		return nil, nil, 0, false
+	}
+	from = e.ri(m.From)
+	if m.Ballot != ls.ballot || ls.replied[from] {
+		return nil, nil, 0, false
+	}
+	ls.replied[from] = true
+	ls.oks++
+	return inst, ls, from, true
+}

@@ -102,25 +102,10 @@ func (e *Engine) onPreAccept(m *protocol.Message) {
 
 // onPreAcceptOK is the coordinator collecting votes.
 func (e *Engine) onPreAcceptOK(m *protocol.Message) {
-	inst := e.get(m.Inst, false)
-	if inst != nil && inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From) // a late voter learns the outcome
+	inst, ls, _, ok := e.admitReply(m, phPreAccept)
+	if !ok {
 		return
 	}
-	if inst == nil || inst.lead == nil || inst.lead.phase != phPreAccept {
-		return
-	}
-	ls := inst.lead
-	if !m.OK {
-		e.refused(inst, m.Ballot)
-		return
-	}
-	from := e.ri(m.From)
-	if m.Ballot != ls.ballot || ls.replied[from] {
-		return
-	}
-	ls.replied[from] = true
-	ls.oks++
 	deps := e.depsFrom(e.scr, m.Deps)
 	if m.Seq == ls.baseSeq && slices.Equal(deps, ls.base) {
 		ls.same++

@@ -385,25 +385,10 @@ func (e *Engine) onValidate(m *protocol.Message) {
 }
 
 func (e *Engine) onValidateOK(m *protocol.Message) {
-	inst := e.get(m.Inst, false)
-	if inst != nil && inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From) // a late voter learns the outcome
+	inst, ls, from, ok := e.admitReply(m, phValidate)
+	if !ok {
 		return
 	}
-	if inst == nil || inst.lead == nil || inst.lead.phase != phValidate {
-		return
-	}
-	ls := inst.lead
-	if !m.OK {
-		e.refused(inst, m.Ballot)
-		return
-	}
-	from := e.ri(m.From)
-	if m.Ballot != ls.ballot || ls.replied[from] {
-		return
-	}
-	ls.replied[from] = true
-	ls.oks++
 	if m.Index == validInvalidated || from == e.ri(inst.id.Replica) {
 		// Invalidated, or the command leader answered without a commit: it promised our
 		// ballot, so it has not committed on the fast path and no longer can (as in
