@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/parliament-lab/parliament/wal"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -228,14 +229,14 @@ func (s *snapDir) save(frontier []protocol.InstanceID, data []byte) (string, err
 	s.next++
 	path := filepath.Join(s.dir, name)
 	tmp := path + snapTmpExt
-	if err := writeFileSync(tmp, encodeSnapshot(frontier, data), s.noSync); err != nil {
+	if err := wal.WriteFileSync(tmp, encodeSnapshot(frontier, data), s.noSync); err != nil {
 		return "", fmt.Errorf("snapshot %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", fmt.Errorf("snapshot: %w", err)
 	}
 	if !s.noSync {
-		if err := syncDir(s.dir); err != nil {
+		if err := wal.SyncDir(s.dir); err != nil {
 			return "", fmt.Errorf("snapshot: fsync %s: %w", s.dir, err)
 		}
 	}
@@ -262,34 +263,4 @@ func (s *snapDir) removeStale() error {
 		}
 	}
 	return nil
-}
-
-func writeFileSync(path string, b []byte, noSync bool) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if !noSync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -82,7 +82,7 @@ func recoverDir(dir string, noSync, dropCorruptTail bool) (recs []protocol.Recor
 		rep.Obsolete++
 	}
 	if rep.Obsolete > 0 && !noSync {
-		if err := syncDir(dir); err != nil {
+		if err := SyncDir(dir); err != nil {
 			return nil, 0, 0, nil, fmt.Errorf("wal: %w", err)
 		}
 	}

@@ -142,7 +142,9 @@ func frameAt(b []byte, off int) (payload []byte, reason string) {
 	return p, ""
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, making the creation, rename or removal of its entries
+// durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -248,7 +248,7 @@ func (l *Log) startSegment(seq uint64, content []byte) error {
 	path := segmentPath(l.dir, seq)
 	if content != nil {
 		tmp := path + tmpExt
-		if err := writeFileSync(tmp, content, l.opts.NoSync); err != nil {
+		if err := WriteFileSync(tmp, content, l.opts.NoSync); err != nil {
 			return err
 		}
 		if err := os.Rename(tmp, path); err != nil {
@@ -260,7 +260,7 @@ func (l *Log) startSegment(seq uint64, content []byte) error {
 		return err
 	}
 	if !l.opts.NoSync {
-		if err := syncDir(l.dir); err != nil {
+		if err := SyncDir(l.dir); err != nil {
 			f.Close()
 			return err
 		}
@@ -270,7 +270,10 @@ func (l *Log) startSegment(seq uint64, content []byte) error {
 	return nil
 }
 
-func writeFileSync(path string, b []byte, noSync bool) error {
+// WriteFileSync writes b to path (created or truncated) and, unless noSync, fsyncs it
+// before closing. Callers that replace a file atomically write a temporary name with it,
+// rename, then SyncDir.
+func WriteFileSync(path string, b []byte, noSync bool) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -330,7 +333,7 @@ func (l *Log) Truncate(live []protocol.Record) error {
 		}
 	}
 	if !l.opts.NoSync {
-		if err := syncDir(l.dir); err != nil {
+		if err := SyncDir(l.dir); err != nil {
 			return l.fail(fmt.Errorf("wal: truncate: %w", err))
 		}
 	}
