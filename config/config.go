@@ -75,6 +75,13 @@ type Cluster struct {
 	ReplyOnCommit bool `yaml:"reply_on_commit,omitempty"`
 	// Durable makes replicas fsync their log before answering; default true.
 	Durable *bool `yaml:"durable,omitempty"`
+	// SnapshotEvery is the number of executed commands between state-machine snapshots
+	// (each compacts the engine and may truncate the log); 0 = the runtime default
+	// (100000); negative = never (memory then grows with the run).
+	SnapshotEvery int `yaml:"snapshot_every,omitempty"`
+	// TruncateBytes is how much the write-ahead log may grow before a snapshot also
+	// truncates it and is written to a snapshot file; 0 = the runtime default (64 MiB).
+	TruncateBytes int64 `yaml:"truncate_bytes,omitempty"`
 	// Compress asks for s2 compression on peer connections.
 	Compress bool `yaml:"compress,omitempty"`
 	// Secret, when set, is proved (HMAC) in every handshake.

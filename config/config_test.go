@@ -113,6 +113,7 @@ func TestInvalid(t *testing.T) {
 		{"negative batch", "cluster_id: 1\nprotocol: epaxos\nbatch: -1\n" + three, []string{"batch", "-1", "positive"}},
 		{"negative window", "cluster_id: 1\nprotocol: multipaxos\nwindow: -5\n" + three, []string{"window", "-5"}},
 		{"negative recovery", "cluster_id: 1\nprotocol: epaxos\nrecovery_ticks: -5\n" + three, []string{"recovery_ticks", "-5"}},
+		{"negative truncate_bytes", "cluster_id: 1\nprotocol: epaxos\ntruncate_bytes: -1\n" + three, []string{"truncate_bytes", "-1"}},
 		{"heartbeat not below election", "cluster_id: 1\nprotocol: multipaxos\nelection_ticks: 4\nheartbeat_ticks: 4\n" + three, []string{"heartbeat_ticks", "4", "election_ticks (4)"}},
 		{"election one", "cluster_id: 1\nprotocol: multipaxos\nelection_ticks: 1\n" + three, []string{"election_ticks", "at least 2"}},
 	}

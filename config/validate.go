@@ -119,6 +119,9 @@ func (c *Cluster) Validate() error {
 			return fieldError(k.name, k.v, "is negative", "use a positive number, or leave it out for the engine default")
 		}
 	}
+	if c.TruncateBytes < 0 {
+		return fieldError("truncate_bytes", c.TruncateBytes, "is negative", "use a number of bytes (1 = truncate at every snapshot), or leave it out for 64 MiB")
+	}
 	if c.ElectionTicks > 0 && c.HeartbeatTicks > 0 && c.HeartbeatTicks >= c.ElectionTicks {
 		return fieldError("heartbeat_ticks", c.HeartbeatTicks, fmt.Sprintf("is not below election_ticks (%d)", c.ElectionTicks),
 			"send heartbeats several times per election timeout, e.g. heartbeat_ticks: 2 with election_ticks: 10")

@@ -96,6 +96,15 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *truncBytes < 1 {
 		return fmt.Errorf("--truncate-bytes %d: want at least 1 (1 = truncate at every snapshot)", *truncBytes)
 	}
+	// The cluster file's snapshot_every and truncate_bytes apply unless the flag is given.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if !given["snapshot-every"] && cl.SnapshotEvery != 0 {
+		*snapEvery = cl.SnapshotEvery
+	}
+	if !given["truncate-bytes"] && cl.TruncateBytes != 0 {
+		*truncBytes = cl.TruncateBytes
+	}
 	opts := replica.Options{Cluster: cl, ID: rid, Logger: logger, SnapshotEvery: *snapEvery, TruncateBytes: *truncBytes}
 	if *snapEvery <= 0 {
 		opts.SnapshotEvery = -1
