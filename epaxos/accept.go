@@ -17,19 +17,8 @@ func (e *Engine) startAccept(inst *instance, ls *lead, cmds []protocol.Command, 
 
 // onAccept is an acceptor receiving EAccept.
 func (e *Engine) onAccept(m *protocol.Message) {
-	inst := e.get(m.Inst, true)
+	inst := e.admitRequest(m, protocol.MsgEAcceptOK)
 	if inst == nil {
-		if e.gone(m.Inst) {
-			e.sendSnapshot(m.From) // forgotten here: the peer is behind
-		}
-		return
-	}
-	if inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From)
-		return
-	}
-	if m.Ballot.Less(inst.ballot) {
-		e.send(protocol.Message{Type: protocol.MsgEAcceptOK, To: m.From, Inst: m.Inst, Ballot: inst.ballot})
 		return
 	}
 	inst.touched = e.now

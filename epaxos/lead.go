@@ -281,3 +281,27 @@ func (e *Engine) admitReply(m *protocol.Message, want phase) (inst *instance, ls
 	ls.oks++
 	return inst, ls, from, true
 }
+
+// admitRequest is the common head of the acceptor's request handlers (PreAccept, EAccept,
+// EPrepare, EValidate). A request about an instance forgotten here gets a snapshot offer
+// (the sender is behind); one about an instance committed here gets the commit; one in a
+// ballot below our promise gets a refusal of type reply carrying that promise. Otherwise it
+// returns the instance (created if new) for the handler to vote on.
+func (e *Engine) admitRequest(m *protocol.Message, reply protocol.MsgType) *instance {
+	inst := e.get(m.Inst, true)
+	if inst == nil {
+		if e.gone(m.Inst) {
+			e.sendSnapshot(m.From) // forgotten here: the peer is behind
+		}
+		return nil
+	}
+	if inst.status == protocol.StatusCommitted {
+		e.sendCommit(inst, m.From)
+		return nil
+	}
+	if m.Ballot.Less(inst.ballot) {
+		e.send(protocol.Message{Type: reply, To: m.From, Inst: m.Inst, Ballot: inst.ballot})
+		return nil
+	}
+	return inst
+}

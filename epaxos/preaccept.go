@@ -53,19 +53,8 @@ func (e *Engine) startInstance(cmds []protocol.Command) {
 // higher ballot from a recoverer restarting Phase 1). It votes once per ballot: the
 // proposed deps and seq merged with the conflicts it knows.
 func (e *Engine) onPreAccept(m *protocol.Message) {
-	inst := e.get(m.Inst, true)
+	inst := e.admitRequest(m, protocol.MsgPreAcceptOK)
 	if inst == nil {
-		if e.gone(m.Inst) {
-			e.sendSnapshot(m.From) // forgotten here: the peer is behind
-		}
-		return
-	}
-	if inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From)
-		return
-	}
-	if m.Ballot.Less(inst.ballot) {
-		e.send(protocol.Message{Type: protocol.MsgPreAcceptOK, To: m.From, Inst: m.Inst, Ballot: inst.ballot})
 		return
 	}
 	if inst.status >= protocol.StatusAccepted && !inst.vballot.Less(m.Ballot) {

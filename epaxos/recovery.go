@@ -40,19 +40,8 @@ func (e *Engine) prepOf(from int, inst *instance) prepReply {
 // onPrepare is an acceptor receiving EPrepare: promise and report the last vote, with its
 // ballot kept apart from the promise (Sutra 2019).
 func (e *Engine) onPrepare(m *protocol.Message) {
-	inst := e.get(m.Inst, true)
+	inst := e.admitRequest(m, protocol.MsgEPrepareOK)
 	if inst == nil {
-		if e.gone(m.Inst) {
-			e.sendSnapshot(m.From) // forgotten here: the peer is behind
-		}
-		return
-	}
-	if inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From)
-		return
-	}
-	if m.Ballot.Less(inst.ballot) {
-		e.send(protocol.Message{Type: protocol.MsgEPrepareOK, To: m.From, Inst: m.Inst, Ballot: inst.ballot})
 		return
 	}
 	if e.promise(inst, m.Ballot) {
@@ -361,19 +350,8 @@ func (e *Engine) goneConflict(cmds []protocol.Command, r int, lo uint64) bool {
 }
 
 func (e *Engine) onValidate(m *protocol.Message) {
-	inst := e.get(m.Inst, true)
+	inst := e.admitRequest(m, protocol.MsgEValidateOK)
 	if inst == nil {
-		if e.gone(m.Inst) {
-			e.sendSnapshot(m.From) // forgotten here: the peer is behind
-		}
-		return
-	}
-	if inst.status == protocol.StatusCommitted {
-		e.sendCommit(inst, m.From)
-		return
-	}
-	if m.Ballot.Less(inst.ballot) {
-		e.send(protocol.Message{Type: protocol.MsgEValidateOK, To: m.From, Inst: m.Inst, Ballot: inst.ballot})
 		return
 	}
 	e.promise(inst, m.Ballot)
