@@ -38,7 +38,7 @@ func (l *MemLog) Append(recs []protocol.Record) error {
 	defer l.mu.Unlock()
 	for i := range recs {
 		r := recs[i]
-		r.Inst = cloneInstance(&recs[i].Inst)
+		r.Inst = recs[i].Inst.Clone()
 		l.recs = append(l.recs, r)
 	}
 	return nil
@@ -88,32 +88,3 @@ func (DiscardLog) Sync() error { return nil }
 
 // Close implements Log.
 func (DiscardLog) Close() error { return nil }
-
-func cloneInstance(in *protocol.Instance) protocol.Instance {
-	out := *in
-	if in.Deps != nil {
-		out.Deps = append([]protocol.InstanceID(nil), in.Deps...)
-	}
-	if in.Cmds != nil {
-		out.Cmds = make([]protocol.Command, len(in.Cmds))
-		for i := range in.Cmds {
-			out.Cmds[i] = cloneCommand(&in.Cmds[i])
-		}
-	}
-	return out
-}
-
-func cloneCommand(c *protocol.Command) protocol.Command {
-	out := *c
-	out.Key = cloneBytes(c.Key)
-	out.Value = cloneBytes(c.Value)
-	out.Old = cloneBytes(c.Old)
-	return out
-}
-
-func cloneBytes(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append(make([]byte, 0, len(b)), b...)
-}

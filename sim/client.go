@@ -106,7 +106,7 @@ func (s *sim) sendRequest(c *client) {
 		}
 		return
 	}
-	s.after(s.clientDelay(c, c.target), event{kind: evRequest, node: c.target, client: c.idx, cmd: cloneCommand(c.cmd)})
+	s.after(s.clientDelay(c, c.target), event{kind: evRequest, node: c.target, client: c.idx, cmd: c.cmd.Clone()})
 }
 
 // request: a client command reaches a replica, which proposes it.

@@ -230,7 +230,7 @@ func (s *sim) truncate(nd *node, snap *snapshot) bool {
 			nd.id, got, snap.frontier))
 		return false
 	}
-	nd.durable = cloneRecords(live)
+	nd.durable = protocol.CloneRecords(live)
 	nd.snaps = []*snapshot{snap}
 	for id := range nd.live {
 		if check.Covers(snap.frontier, id) {

@@ -73,7 +73,7 @@ func (s *sim) boot(nd *node) {
 		ID:       nd.id,
 		Replicas: s.ids,
 		Seed:     int64(s.engRng.Uint64()),
-		Records:  cloneRecords(nd.durable),
+		Records:  protocol.CloneRecords(nd.durable),
 	})
 	if err != nil {
 		s.violate(check.Panic, fmt.Sprintf("replica %d: engine construction failed from %d records: %v", nd.id, len(nd.durable), err))
@@ -162,10 +162,10 @@ func (s *sim) process(nd *node) {
 			return
 		}
 		for i := range rd.Persist {
-			nd.durable = append(nd.durable, cloneRecord(rd.Persist[i]))
+			nd.durable = append(nd.durable, rd.Persist[i].Clone())
 		}
 		for i := range rd.Messages {
-			m := cloneMessage(rd.Messages[i])
+			m := rd.Messages[i].Clone()
 			if m.From == 0 {
 				m.From = nd.id
 			}
@@ -175,7 +175,7 @@ func (s *sim) process(nd *node) {
 			s.send(m)
 		}
 		for i := range rd.Committed {
-			inst := cloneInstance(rd.Committed[i])
+			inst := rd.Committed[i].Clone()
 			if s.trace != nil {
 				s.tracef("r%d commit %v %s", nd.id, inst.ID, check.FormatInstance(&inst))
 			}
@@ -188,7 +188,7 @@ func (s *sim) process(nd *node) {
 				for i := range rd.Committed {
 					if id := rd.Committed[i].ID; !check.Covers(nd.snapFrontier(), id) {
 						if _, ok := nd.live[id]; !ok {
-							nd.live[id] = cloneInstance(rd.Committed[i])
+							nd.live[id] = rd.Committed[i].Clone()
 						}
 					}
 				}
@@ -233,7 +233,7 @@ func (s *sim) apply(nd *node, inst *protocol.Instance) {
 		if ok {
 			delete(nd.waiting, id)
 			rep.ClientID, rep.Seq = c.ClientID, c.Seq
-			rep.Value = cloneBytes(rep.Value)
+			rep.Value = protocol.CloneBytes(rep.Value)
 			s.replyToClient(nd, ci, rep)
 		}
 	}

@@ -99,7 +99,7 @@ type MemTransport struct {
 // Send implements Transport. Like TCP it drops a message of an invalid type.
 func (t *MemTransport) Send(m protocol.Message) {
 	dst := t.net.lookup(t.id, m.To)
-	if dst == nil || !m.Type.Valid() || !dst.push(cloneMessage(&m)) {
+	if dst == nil || !m.Type.Valid() || !dst.push(m.Clone()) {
 		t.dropped.Add(1)
 	}
 }

@@ -162,7 +162,7 @@ func (w *WAN) Send(m protocol.Message) {
 		d = time.Duration(float64(d) * (1 + w.jitter*u))
 	}
 	at := w.clock.Now().Add(d)
-	c := cloneMessage(&m)
+	c := m.Clone()
 	l.mu.Lock()
 	if len(l.q) >= l.maxLen {
 		l.mu.Unlock()
