@@ -201,25 +201,108 @@ func (c *conn) failed() bool {
 	return false
 }
 
-// readLoop reads frames until an error. It reads the connection into one reused buffer
-// (as a bufio.Reader would), and after each read copies the complete frames it holds into
-// one exactly-sized arena that becomes the receivers' memory, handed to batch with the
-// number of frames in it (at most maxBatch; walk them with forFrames). batch returns an
-// error to stop (ErrClosed when the receiver is gone). Receivers own what they get, so an
-// arena is never reused; but it costs one allocation of the bytes actually received (not
-// zeroed: append copies into fresh memory), not a fresh read buffer per read.
-//
-// A frame larger than the read buffer is read into a buffer of its own that grows with the
-// bytes actually received (so a header that claims a large frame costs nothing until the
-// bytes arrive) and is delivered without a copy. A header over maxFrame, of length 0 or of
-// an unknown type fails as soon as its 5 bytes are in; the frames read with it are
-// abandoned.
+// chunk is complete frames read from a connection, n of them (at most maxBatch).
+type chunk struct {
+	n      int
+	frames []byte
+	// recycle, when not nil, is the read buffer frames alias, to give back (readBufs.put)
+	// once the frames are copied out: it is the last chunk read into that buffer. nil means
+	// frames is memory of its own (a frame larger than a read buffer), which the consumer
+	// may keep.
+	recycle []byte
+	owned   bool
+}
+
+// take returns the chunk's frames in memory the caller owns: a copy into one exactly-sized
+// arena (the receivers' memory: a message an engine keeps pins only the arena of its own
+// read), or the frames themselves when they already are memory of their own.
+func (ch *chunk) take() []byte {
+	if ch.owned {
+		return ch.frames
+	}
+	return append([]byte(nil), ch.frames...)
+}
+
+// readBufs is the read buffers one connection's reader rotates through: while the consumer
+// copies the frames of one buffer out, the reader fills another. Buffers are allocated on
+// first use, up to the number given to newReadBufs.
+type readBufs struct {
+	free chan []byte
+	done <-chan struct{} // the connection failed
+	stop <-chan struct{} // the transport is closing (nil: never)
+}
+
+func newReadBufs(n int, done, stop <-chan struct{}) *readBufs {
+	b := &readBufs{free: make(chan []byte, n), done: done, stop: stop}
+	for range n {
+		b.free <- nil
+	}
+	return b
+}
+
+// get returns a free buffer, waiting for the consumer to give one back when all are in use.
+func (b *readBufs) get() ([]byte, error) {
+	var buf []byte
+	select {
+	case buf = <-b.free:
+	default:
+		select {
+		case buf = <-b.free:
+		case <-b.done:
+			return nil, net.ErrClosed
+		case <-b.stop:
+			return nil, ErrClosed
+		}
+	}
+	if buf == nil {
+		buf = make([]byte, readBuffer)
+	}
+	return buf, nil
+}
+
+// put gives back a buffer a chunk carried in recycle (nil is ignored).
+func (b *readBufs) put(buf []byte) {
+	if buf != nil {
+		b.free <- buf // never blocks: there are never more buffers than slots
+	}
+}
+
+// readLoop reads frames until an error and hands them to batch, in memory the callee owns,
+// from this goroutine. It is readChunks with one read buffer whose frames are copied out
+// before batch runs.
 func (c *conn) readLoop(maxFrame int, batch func(n int, frames []byte) error) error {
-	buf := make([]byte, readBuffer)
+	bufs := newReadBufs(1, c.done, nil)
+	return c.readChunks(maxFrame, bufs, func(ch chunk) error {
+		frames := ch.take()
+		bufs.put(ch.recycle)
+		return batch(ch.n, frames)
+	})
+}
+
+// readChunks reads frames until an error. It reads the connection into large buffers from
+// bufs (as a bufio.Reader would, so that one system call brings in many frames) and hands
+// the complete frames of each read to deliver as chunks of at most maxBatch frames. The
+// chunks alias the read buffer: the consumer copies them out and gives the buffer back
+// (the last chunk of a buffer carries it in recycle), and may do so in another goroutine
+// while the reader fills the next buffer. deliver returns an error to stop (ErrClosed
+// when the receiver is gone).
+//
+// A frame larger than a read buffer is read into a buffer of its own that grows with the
+// bytes actually received (so a header that claims a large frame costs nothing until the
+// bytes arrive) and is delivered as an owned chunk, without a copy. A header over
+// maxFrame, of length 0 or of an unknown type fails as soon as its 5 bytes are in; the
+// frames read with it are abandoned.
+func (c *conn) readChunks(maxFrame int, bufs *readBufs, deliver func(chunk) error) error {
+	buf, err := bufs.get()
+	if err != nil {
+		return err
+	}
 	r, w := 0, 0 // buf[r:w] is read but not yet delivered
 	var rerr error
 	for {
-		// Deliver every complete frame buffered, at most maxBatch per batch.
+		// Deliver every complete frame buffered, at most maxBatch per chunk. The last chunk
+		// is held back until it is known to be the last, so that it can carry buf.
+		var pending chunk
 		for {
 			end, n, err := scanFrames(buf[r:w], maxFrame)
 			if err != nil {
@@ -228,10 +311,29 @@ func (c *conn) readLoop(maxFrame int, batch func(n int, frames []byte) error) er
 			if n == 0 {
 				break
 			}
-			if err := batch(n, append([]byte(nil), buf[r:r+end]...)); err != nil {
+			if pending.n > 0 {
+				if err := deliver(pending); err != nil {
+					return err
+				}
+			}
+			pending = chunk{n: n, frames: buf[r : r+end]}
+			r += end
+		}
+		if pending.n > 0 {
+			// Hand buf over with its last chunk and go on in another buffer, starting with
+			// the partial frame at buf's end (which the consumer never touches).
+			pending.recycle = buf
+			tail := buf[r:w]
+			if err := deliver(pending); err != nil {
 				return err
 			}
-			r += end
+			nb, err := bufs.get()
+			if err != nil {
+				return err
+			}
+			w = copy(nb, tail) // nb may be buf itself, already consumed: copy handles overlap
+			r = 0
+			buf = nb
 		}
 		if rerr != nil {
 			if rerr == io.EOF && r < w {
@@ -247,7 +349,7 @@ func (c *conn) readLoop(maxFrame int, batch func(n int, frames []byte) error) er
 			// (Its header passed scanFrames.)
 			need = 4 + int(binary.LittleEndian.Uint32(buf[r:]))
 			if need > len(buf) {
-				if err := c.readLarge(buf[r:w], need, batch); err != nil {
+				if err := c.readLarge(buf[r:w], need, deliver); err != nil {
 					return err
 				}
 				r, w = 0, 0
@@ -307,7 +409,7 @@ func forFrames(frames []byte, fn func(t wire.FrameType, payload []byte) error) e
 // readLarge reads the rest of a frame of need bytes (header included) whose first bytes
 // are partial, into a buffer of its own that doubles as the bytes arrive, and delivers it
 // as one batch.
-func (c *conn) readLarge(partial []byte, need int, batch func(n int, frames []byte) error) error {
+func (c *conn) readLarge(partial []byte, need int, deliver func(chunk) error) error {
 	fb := make([]byte, min(need, 2*readBuffer))
 	got := copy(fb, partial)
 	for got < need {
@@ -325,7 +427,7 @@ func (c *conn) readLarge(partial []byte, need int, batch func(n int, frames []by
 			return err
 		}
 	}
-	return batch(1, fb)
+	return deliver(chunk{n: 1, frames: fb, owned: true})
 }
 
 // backoff is a capped exponential backoff with ±25% jitter (so that replicas restarted
