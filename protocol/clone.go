@@ -83,3 +83,62 @@ func cloneDeps(d []InstanceID) []InstanceID {
 	}
 	return append(make([]InstanceID, 0, len(d)), d...)
 }
+
+// Detach points every byte slice of the messages of batch (Data, and Key, Value and Old of
+// their commands and of their instances' commands) into one fresh arena holding copies,
+// so that the batch shares no bytes with the buffer it was decoded from and may be kept
+// after that buffer is reused (see transport.Releaser). It allocates once per batch, and
+// not at all when no message carries bytes. The Cmds, Deps and Insts arrays are left as
+// they are: decoding allocates them.
+func Detach(batch []Message) {
+	n := 0
+	for i := range batch {
+		m := &batch[i]
+		n += len(m.Data) + commandBytes(m.Cmds)
+		for j := range m.Insts {
+			n += commandBytes(m.Insts[j].Cmds)
+		}
+	}
+	if n == 0 {
+		return
+	}
+	arena := make([]byte, 0, n)
+	for i := range batch {
+		m := &batch[i]
+		m.Data, arena = moveBytes(m.Data, arena)
+		arena = moveCommandBytes(m.Cmds, arena)
+		for j := range m.Insts {
+			arena = moveCommandBytes(m.Insts[j].Cmds, arena)
+		}
+	}
+}
+
+func commandBytes(cs []Command) int {
+	n := 0
+	for i := range cs {
+		n += len(cs[i].Key) + len(cs[i].Value) + len(cs[i].Old)
+	}
+	return n
+}
+
+func moveCommandBytes(cs []Command, arena []byte) []byte {
+	for i := range cs {
+		c := &cs[i]
+		c.Key, arena = moveBytes(c.Key, arena)
+		c.Value, arena = moveBytes(c.Value, arena)
+		c.Old, arena = moveBytes(c.Old, arena)
+	}
+	return arena
+}
+
+// moveBytes appends b to arena (which has room) and returns the copy, capped so that
+// appending to it cannot reach the next copy, and the grown arena. Empty slices are left
+// as they are (nil stays nil).
+func moveBytes(b, arena []byte) ([]byte, []byte) {
+	if len(b) == 0 {
+		return b, arena
+	}
+	start := len(arena)
+	arena = append(arena, b...)
+	return arena[start:len(arena):len(arena)], arena
+}

@@ -32,21 +32,34 @@ func benchMessage(size int) protocol.Message {
 
 // BenchmarkThroughput measures messages per second from one TCP transport to another on
 // loopback and, in the same run, a raw baseline: a plain net.Conn with a 64 KiB
-// bufio.Writer writing the same frame bytes, and a reader decoding every frame. Both move
-// b.N messages, in alternating rounds so that a change in machine load hits both alike,
-// after one untimed warm-up round each (a fresh transport grows its queue buffers, which
-// a long-running replica does once); the ratio transport/raw is what the transport costs.
-// Besides wall-clock rates it reports the CPU time and page faults per message of each
-// (process-wide, GC included): on a shared machine they are steadier than wall time, and
-// on a VM where a page fault costs microseconds, faults are a large part of the cost of
-// allocating fresh memory.
+// bufio.Writer writing the same frame bytes, and a reader decoding every frame into one
+// reused Message. Both move b.N messages, in alternating rounds so that a change in
+// machine load hits both alike, after one untimed warm-up round each (a fresh transport
+// grows its queue buffers, which a long-running replica does once); the ratio
+// transport/raw is what the transport costs. Besides wall-clock rates it reports the CPU
+// time and page faults per message of each (process-wide, GC included): on a shared
+// machine they are steadier than wall time.
+//
+// With s2 on, raw compresses too (the same s2 writer and reader settings), and a plain
+// uncompressed raw baseline runs alongside: transport/plain-raw compares the compressing
+// transport with bare TCP.
+//
+// The receiver works in one of three ways (see Releaser), the messages being Accepts
+// whose Data is the payload:
+//   - recv=owns: it never calls Release and owns everything it receives; every read is
+//     copied into memory of its own.
+//   - recv=releases: it gives each batch back (the runtime's way: engines keep commands),
+//     so Message slots are recycled, but reads carrying bytes are still copied.
+//   - recv=borrows: Config.Lend; it releases each batch and keeps nothing (like the raw
+//     reader), so reads are decoded in place and nothing is copied or allocated.
 //
 //	go test -run '^$' -bench Throughput -benchtime 2000000x ./transport
 func BenchmarkThroughput(b *testing.B) {
 	for _, size := range []int{64, 1024} {
 		for _, compress := range []bool{false, true} {
-			for _, release := range []bool{false, true} {
-				name := fmt.Sprintf("size=%d/s2=%v/release=%v", size, map[bool]string{false: "off", true: "on"}[compress], release)
+			for _, recv := range []string{"owns", "releases", "borrows"} {
+				release, lend := recv != "owns", recv == "borrows"
+				name := fmt.Sprintf("size=%d/s2=%v/recv=%s", size, map[bool]string{false: "off", true: "on"}[compress], recv)
 				b.Run(name, func(b *testing.B) {
 					m := benchMessage(size)
 					frame := wire.AppendMessageFrame(nil, &m)
@@ -54,7 +67,14 @@ func BenchmarkThroughput(b *testing.B) {
 					b.ReportAllocs()
 					raw := newRawPipe(b, compress)
 					defer raw.close()
-					trs := tcpCluster(b, 2, func(c *Config) { c.Compress = compress })
+					// With s2 on, the plain (uncompressed) baseline runs too: the
+					// transport with compression against bare TCP.
+					var plain *rawPipe
+					if compress {
+						plain = newRawPipe(b, false)
+						defer plain.close()
+					}
+					trs := tcpCluster(b, 2, func(c *Config) { c.Compress = compress; c.Lend = lend })
 					defer trs[0].Close()
 					defer trs[1].Close()
 					trs[0].Send(m) // the connection is up and handshaken before timing
@@ -62,8 +82,11 @@ func BenchmarkThroughput(b *testing.B) {
 					const rounds = 8
 					warm := min(b.N, 1<<17)
 					raw.run(b, warm, frame)
+					if plain != nil {
+						plain.run(b, warm, frame)
+					}
 					transportRun(b, trs[0], trs[1], warm, &m, release)
-					var rawD, trD, rawCPU, trCPU time.Duration
+					var rawD, trD, plainD, rawCPU, trCPU time.Duration
 					var rawFlt, trFlt, batches int64
 					b.ResetTimer()
 					for r := range rounds {
@@ -82,11 +105,18 @@ func BenchmarkThroughput(b *testing.B) {
 						trCPU += c2 - c1
 						rawFlt += f1 - f0
 						trFlt += f2 - f1
+						if plain != nil {
+							plainD += plain.run(b, n, frame)
+						}
 					}
 					b.StopTimer()
 					b.ReportMetric(float64(b.N)/trD.Seconds(), "msgs/s")
 					b.ReportMetric(float64(b.N)/rawD.Seconds(), "raw-msgs/s")
 					b.ReportMetric(rawD.Seconds()/trD.Seconds(), "transport/raw")
+					if plain != nil {
+						b.ReportMetric(float64(b.N)/plainD.Seconds(), "plain-raw-msgs/s")
+						b.ReportMetric(plainD.Seconds()/trD.Seconds(), "transport/plain-raw")
+					}
 					// CPU per message (process-wide: GC included) is steadier than wall time
 					// on a shared machine.
 					b.ReportMetric(float64(trCPU.Nanoseconds())/float64(b.N), "cpu-ns/msg")

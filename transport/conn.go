@@ -205,104 +205,111 @@ func (c *conn) failed() bool {
 type chunk struct {
 	n      int
 	frames []byte
-	// recycle, when not nil, is the read buffer frames alias, to give back (readBufs.put)
-	// once the frames are copied out: it is the last chunk read into that buffer. nil means
-	// frames is memory of its own (a frame larger than a read buffer), which the consumer
-	// may keep.
-	recycle []byte
-	owned   bool
+	// buf is the read buffer frames alias, holding one reference for this chunk: the
+	// consumer drops it (buf.unref) once it no longer needs the frames. nil means frames
+	// is memory of its own (a frame larger than a read buffer), which the consumer may
+	// keep.
+	buf *readBuf
 }
 
-// take returns the chunk's frames in memory the caller owns: a copy into one exactly-sized
-// arena (the receivers' memory: a message an engine keeps pins only the arena of its own
-// read), or the frames themselves when they already are memory of their own.
+// take returns the chunk's frames in memory the caller owns, and drops the chunk's
+// reference to its read buffer: a copy into one exactly-sized arena (a message a
+// receiver keeps pins only the arena of its own read), or the frames themselves when they
+// already are memory of their own.
 func (ch *chunk) take() []byte {
-	if ch.owned {
+	if ch.buf == nil {
 		return ch.frames
 	}
-	return append([]byte(nil), ch.frames...)
+	out := append([]byte(nil), ch.frames...)
+	ch.buf.unref()
+	return out
 }
 
-// readBufs is the read buffers one connection's reader rotates through: while the consumer
-// copies the frames of one buffer out, the reader fills another. Buffers are allocated on
-// first use, up to the number given to newReadBufs.
-type readBufs struct {
-	free chan []byte
-	done <-chan struct{} // the connection failed
-	stop <-chan struct{} // the transport is closing (nil: never)
+// readBuf is one read buffer, shared by the reader that fills it and the chunks read
+// into it; it goes back to its pool when the last of them lets go (refs reaches 0).
+type readBuf struct {
+	b    []byte
+	refs atomic.Int32
+	pool *bufPool
 }
 
-func newReadBufs(n int, done, stop <-chan struct{}) *readBufs {
-	b := &readBufs{free: make(chan []byte, n), done: done, stop: stop}
-	for range n {
-		b.free <- nil
+// unref drops one reference; the last one returns the buffer to its pool.
+func (rb *readBuf) unref() {
+	if n := rb.refs.Add(-1); n == 0 {
+		rb.pool.put(rb)
+	} else if n < 0 {
+		panic("transport: read buffer released twice")
 	}
-	return b
 }
 
-// get returns a free buffer, waiting for the consumer to give one back when all are in use.
-func (b *readBufs) get() ([]byte, error) {
-	var buf []byte
-	select {
-	case buf = <-b.free:
-	default:
-		select {
-		case buf = <-b.free:
-		case <-b.done:
-			return nil, net.ErrClosed
-		case <-b.stop:
-			return nil, ErrClosed
-		}
-	}
-	if buf == nil {
-		buf = make([]byte, readBuffer)
-	}
-	return buf, nil
+// bufPool recycles read buffers (readBuffer bytes each). get never blocks: when none is
+// free it allocates, so a receiver that holds on to what it received slows nothing down;
+// it only keeps up to max free buffers.
+type bufPool struct {
+	mu     sync.Mutex
+	free   []*readBuf
+	max    int
+	reused atomic.Uint64 // buffers handed out again (tests, stats)
 }
 
-// put gives back a buffer a chunk carried in recycle (nil is ignored).
-func (b *readBufs) put(buf []byte) {
-	if buf != nil {
-		b.free <- buf // never blocks: there are never more buffers than slots
+func newBufPool(max int) *bufPool { return &bufPool{max: max} }
+
+// get returns a buffer holding one reference (the caller's).
+func (p *bufPool) get() *readBuf {
+	p.mu.Lock()
+	var rb *readBuf
+	if k := len(p.free); k > 0 {
+		rb = p.free[k-1]
+		p.free[k-1] = nil
+		p.free = p.free[:k-1]
 	}
+	p.mu.Unlock()
+	if rb == nil {
+		rb = &readBuf{b: make([]byte, readBuffer), pool: p}
+	} else {
+		p.reused.Add(1)
+	}
+	rb.refs.Store(1)
+	return rb
+}
+
+func (p *bufPool) put(rb *readBuf) {
+	p.mu.Lock()
+	if len(p.free) < p.max {
+		p.free = append(p.free, rb)
+	}
+	p.mu.Unlock()
 }
 
 // readLoop reads frames until an error and hands them to batch, in memory the callee owns,
-// from this goroutine. It is readChunks with one read buffer whose frames are copied out
-// before batch runs.
+// from this goroutine: readChunks whose frames are copied out before batch runs.
 func (c *conn) readLoop(maxFrame int, batch func(n int, frames []byte) error) error {
-	bufs := newReadBufs(1, c.done, nil)
-	return c.readChunks(maxFrame, bufs, func(ch chunk) error {
-		frames := ch.take()
-		bufs.put(ch.recycle)
-		return batch(ch.n, frames)
+	return c.readChunks(maxFrame, newBufPool(1), func(ch chunk) error {
+		return batch(ch.n, ch.take())
 	})
 }
 
 // readChunks reads frames until an error. It reads the connection into large buffers from
 // bufs (as a bufio.Reader would, so that one system call brings in many frames) and hands
-// the complete frames of each read to deliver as chunks of at most maxBatch frames. The
-// chunks alias the read buffer: the consumer copies them out and gives the buffer back
-// (the last chunk of a buffer carries it in recycle), and may do so in another goroutine
-// while the reader fills the next buffer. deliver returns an error to stop (ErrClosed
-// when the receiver is gone).
+// the complete frames of each read to deliver as chunks of at most maxBatch frames, each
+// holding a reference to its buffer. After delivering from a buffer the reader moves to
+// another one (copying the partial frame at the end over), so the consumer may use a
+// chunk, in another goroutine, for as long as it holds the reference. deliver returns an
+// error to stop (ErrClosed when the receiver is gone).
 //
 // A frame larger than a read buffer is read into a buffer of its own that grows with the
 // bytes actually received (so a header that claims a large frame costs nothing until the
-// bytes arrive) and is delivered as an owned chunk, without a copy. A header over
-// maxFrame, of length 0 or of an unknown type fails as soon as its 5 bytes are in; the
-// frames read with it are abandoned.
-func (c *conn) readChunks(maxFrame int, bufs *readBufs, deliver func(chunk) error) error {
-	buf, err := bufs.get()
-	if err != nil {
-		return err
-	}
+// bytes arrive) and is delivered as a chunk without a buffer. A header over maxFrame, of
+// length 0 or of an unknown type fails as soon as its 5 bytes are in; the frames read
+// with it are abandoned.
+func (c *conn) readChunks(maxFrame int, bufs *bufPool, deliver func(chunk) error) error {
+	rb := bufs.get()
+	buf := rb.b
 	r, w := 0, 0 // buf[r:w] is read but not yet delivered
 	var rerr error
 	for {
-		// Deliver every complete frame buffered, at most maxBatch per chunk. The last chunk
-		// is held back until it is known to be the last, so that it can carry buf.
-		var pending chunk
+		// Deliver every complete frame buffered, at most maxBatch per chunk.
+		delivered := false
 		for {
 			end, n, err := scanFrames(buf[r:w], maxFrame)
 			if err != nil {
@@ -311,29 +318,22 @@ func (c *conn) readChunks(maxFrame int, bufs *readBufs, deliver func(chunk) erro
 			if n == 0 {
 				break
 			}
-			if pending.n > 0 {
-				if err := deliver(pending); err != nil {
-					return err
-				}
+			rb.refs.Add(1)
+			if err := deliver(chunk{n: n, frames: buf[r : r+end], buf: rb}); err != nil {
+				return err
 			}
-			pending = chunk{n: n, frames: buf[r : r+end]}
+			delivered = true
 			r += end
 		}
-		if pending.n > 0 {
-			// Hand buf over with its last chunk and go on in another buffer, starting with
-			// the partial frame at buf's end (which the consumer never touches).
-			pending.recycle = buf
-			tail := buf[r:w]
-			if err := deliver(pending); err != nil {
-				return err
-			}
-			nb, err := bufs.get()
-			if err != nil {
-				return err
-			}
-			w = copy(nb, tail) // nb may be buf itself, already consumed: copy handles overlap
+		if delivered && rb.refs.Load() > 1 {
+			// A chunk still uses buf: go on in another buffer, starting with the partial
+			// frame at buf's end (which no chunk covers). (When every chunk is done with
+			// it already, buf is read into again: it is the one in the cache.)
+			nrb := bufs.get()
+			w = copy(nrb.b, buf[r:w])
 			r = 0
-			buf = nb
+			rb.unref()
+			rb, buf = nrb, nrb.b
 		}
 		if rerr != nil {
 			if rerr == io.EOF && r < w {
@@ -427,7 +427,7 @@ func (c *conn) readLarge(partial []byte, need int, deliver func(chunk) error) er
 			return err
 		}
 	}
-	return deliver(chunk{n: 1, frames: fb, owned: true})
+	return deliver(chunk{n: 1, frames: fb})
 }
 
 // backoff is a capped exponential backoff with ±25% jitter (so that replicas restarted

@@ -29,6 +29,11 @@ type Config struct {
 	MaxFrame  int                           // 0 = wire.DefaultMaxFrame
 	QueueLen  int                           // per-peer send queue in messages, 0 = DefaultQueueLen
 	Logger    *slog.Logger
+	// Lend makes received batches loans (see Releaser): the receiver releases every
+	// batch and copies the bytes it keeps first (protocol.Detach), and in exchange large
+	// reads are decoded in place, with no copy and no allocation. Off (the default), the
+	// receiver owns everything it receives, and Release only recycles Message slots.
+	Lend bool
 	// OnClient is called for every authenticated client connection (handshake replica ID
 	// 0), from that connection's goroutine, before any of its requests is read. nil =
 	// refuse clients.
@@ -75,6 +80,7 @@ type TCP struct {
 	self     *peer
 	recvC    chan []protocol.Message
 	pool     *batchPool
+	bufs     *bufPool // read buffers of the peer connections
 
 	mu     sync.Mutex
 	closed bool
@@ -107,6 +113,7 @@ func NewTCP(cfg Config) (*TCP, error) {
 		peers:    make(map[protocol.ReplicaID]*peer),
 		recvC:    make(chan []protocol.Message, recvChanLen),
 		pool:     newBatchPool(),
+		bufs:     newBufPool(freeReadBufs),
 		conns:    make(map[net.Conn]struct{}),
 	}
 	if t.log == nil {
@@ -485,18 +492,23 @@ func (p *peer) serve(c *conn) (next *conn) {
 
 // readPeer reads one peer connection, delivering each burst of messages as one batch.
 //
-// Reading and decoding are two goroutines: this one only reads (system calls, and s2
-// decompression when on) and checks frame headers; decodePeer decodes the frames of one
-// read while the next read is in progress. On a loaded link the two stages overlap on two
-// cores instead of taking turns on one, which is most of what separates the transport
-// from a bare socket (see BenchmarkThroughput); on an idle link the handoff costs one
-// goroutine wakeup per read.
+// Reading and decoding are two goroutines when it pays: this one reads (system calls, and
+// s2 decompression when on) and checks frame headers; decodePeer decodes a large read
+// while the next read is in progress, so that on a loaded link the two stages overlap on
+// two cores instead of taking turns on one. A small read that finds the decoder idle is
+// decoded here instead: handing it over would cost a goroutine wakeup (CPU and latency)
+// for little decoding.
 func (t *TCP) readPeer(c *conn, from protocol.ReplicaID) {
 	stop := t.stopper.ShouldStop()
 	reads := make(chan chunk, readAhead)
-	bufs := newReadBufs(readAhead, c.done, stop)
-	t.stopper.RunWorker(func() { t.decodePeer(c, from, bufs, reads) })
-	err := c.readChunks(t.maxFrame, bufs, func(ch chunk) error {
+	var pending atomic.Int32 // chunks handed to decodePeer and not yet delivered
+	t.stopper.RunWorker(func() { t.decodePeer(c, from, reads, &pending) })
+	err := c.readChunks(t.maxFrame, t.bufs, func(ch chunk) error {
+		if len(ch.frames) < inlineDecode && pending.Load() == 0 {
+			// Nothing is in flight, so delivering from here keeps the order.
+			return t.decodeChunk(c, from, ch)
+		}
+		pending.Add(1)
 		select {
 		case reads <- ch:
 			return nil
@@ -513,51 +525,101 @@ func (t *TCP) readPeer(c *conn, from protocol.ReplicaID) {
 	c.fail(err)
 }
 
-// readAhead is how many read buffers a peer connection's reader rotates through (and so
-// how many reads may wait for the decoder): enough to keep the reader busy through a
-// decoder hiccup, few enough that a slow receiver pushes back on the sender through TCP
-// rather than through memory.
-const readAhead = 4
+const (
+	// readAhead is how many reads may wait for the decoder: enough to keep the reader
+	// busy through a decoder hiccup, few enough that a slow receiver pushes back on the
+	// sender through TCP rather than through memory.
+	readAhead = 4
+	// inlineDecode is the size under which a read is decoded by the reader itself when
+	// the decoder is idle.
+	inlineDecode = 16 << 10
+	// lendMin is the size from which a read is lent (Config.Lend) rather than copied:
+	// copying a small read costs less than tying up a whole read buffer, and leaves the
+	// buffer in the cache for the next read.
+	lendMin = 8 << 10
+	// freeReadBufs is how many free read buffers a transport keeps for its peer
+	// connections (4 MiB): what is on loan to receivers (up to recvChanLen batches)
+	// plus what the readers and decoders of a few peers hold.
+	freeReadBufs = 64
+)
 
-// decodePeer decodes what readPeer read and delivers it on Recv. A frame that does not
-// decode, or a message that does not belong on this connection, fails the connection (the
-// reader then stops); what came before it is delivered.
-func (t *TCP) decodePeer(c *conn, from protocol.ReplicaID, bufs *readBufs, reads <-chan chunk) {
-	stop := t.stopper.ShouldStop()
+// decodePeer decodes the chunks readPeer hands over, in order.
+func (t *TCP) decodePeer(c *conn, from protocol.ReplicaID, reads <-chan chunk, pending *atomic.Int32) {
 	for ch := range reads {
-		frames := ch.take()
-		bufs.put(ch.recycle)
 		if c.failed() {
+			if ch.buf != nil {
+				ch.buf.unref()
+			}
 			continue // drain: the reader stops at its next send or read
 		}
-		msgs := t.pool.get(ch.n)
-		i := 0
-		err := forFrames(frames, func(ft wire.FrameType, payload []byte) error {
-			if ft != wire.FrameMessage {
-				return fmt.Errorf("peer sent a %v frame: %w", ft, errProtocol)
-			}
-			m := &msgs[i]
-			i++
-			if err := wire.DecodeMessage(payload, m); err != nil {
-				return err
-			}
-			if m.From != from || m.To != t.cfg.ID {
-				return fmt.Errorf("message %d->%d on the connection of replica %d to %d: %w", m.From, m.To, from, t.cfg.ID, errProtocol)
-			}
-			return nil
-		})
-		if err != nil {
-			if !c.failed() && !t.stopped() {
-				t.logReadError(c, "peer", from, err)
-			}
-			c.fail(err)
-			continue
+		t.decodeChunk(c, from, ch) // on failure the connection is failed: the reader stops
+		pending.Add(-1)
+	}
+}
+
+// decodeChunk decodes one chunk of a peer connection and delivers it on Recv. A frame that
+// does not decode, or a message that does not belong on this connection, fails the
+// connection; what came before it is delivered.
+//
+// Where the frames are decoded from:
+//   - Frames whose messages carry no bytes (acknowledgements, votes, heartbeats) are
+//     decoded in place: nothing decoded points into the read buffer, which is read into
+//     again at once.
+//   - With Config.Lend, a large read (lendMin and more) is decoded in place and its buffer
+//     lent with the batch until Release: no byte is copied.
+//   - Otherwise the frames are copied into one exactly-sized arena the receiver owns
+//     first: a message it keeps pins only the bytes of its own read.
+func (t *TCP) decodeChunk(c *conn, from protocol.ReplicaID, ch chunk) error {
+	frames, loan, drop := ch.frames, ch.buf, (*readBuf)(nil)
+	switch {
+	case ch.buf == nil:
+		// A large frame in memory of its own: the receiver owns it as it is.
+	case t.cfg.Lend && len(frames) >= lendMin:
+		// Decoded in place, lent with the batch.
+	case !aliases(frames):
+		// Nothing decoded will point into the buffer: decode in place, then let it go.
+		loan, drop = nil, ch.buf
+	default:
+		frames, loan = ch.take(), nil
+	}
+	msgs := t.pool.get(ch.n)
+	i := 0
+	err := forFrames(frames, func(ft wire.FrameType, payload []byte) error {
+		if ft != wire.FrameMessage {
+			return fmt.Errorf("peer sent a %v frame: %w", ft, errProtocol)
 		}
-		select {
-		case t.recvC <- msgs:
-		case <-stop:
-			c.fail(ErrClosed)
+		m := &msgs[i]
+		i++
+		if err := wire.DecodeMessage(payload, m); err != nil {
+			return err
 		}
+		if m.From != from || m.To != t.cfg.ID {
+			return fmt.Errorf("message %d->%d on the connection of replica %d to %d: %w", m.From, m.To, from, t.cfg.ID, errProtocol)
+		}
+		return nil
+	})
+	if drop != nil {
+		drop.unref()
+	}
+	if err != nil {
+		if loan != nil {
+			loan.unref()
+		}
+		if !c.failed() && !t.stopped() {
+			t.logReadError(c, "peer", from, err)
+		}
+		c.fail(err)
+		return err
+	}
+	if loan != nil {
+		t.pool.lend(msgs, loan)
+	}
+	select {
+	case t.recvC <- msgs:
+		return nil
+	case <-t.stopper.ShouldStop():
+		c.fail(ErrClosed)
+		return ErrClosed
 	}
 }
 
@@ -566,12 +628,14 @@ func (t *TCP) decodePeer(c *conn, from protocol.ReplicaID, bufs *readBufs, reads
 // released (cache-warm) slice is reused first. Until a receiver releases anything, get
 // allocates exactly the slots a batch needs; once receivers release, it allocates whole
 // classes so that released slices fit the next batches of about the same size. It holds
-// at most poolSlots slots (about 5 MiB).
+// at most poolSlots slots (about 5 MiB). It also keeps which read buffer a batch decoded
+// in place is on loan from, so that Release can give the buffer back.
 type batchPool struct {
 	releasing atomic.Bool
 	mu        sync.Mutex
 	free      [maxBatchLog + 1][][]protocol.Message
-	slots     int // held in free
+	slots     int                            // held in free
+	loans     map[*protocol.Message]*readBuf // by the address of a batch's first message
 }
 
 const (
@@ -579,7 +643,9 @@ const (
 	poolSlots   = 32 << 10
 )
 
-func newBatchPool() *batchPool { return &batchPool{} }
+func newBatchPool() *batchPool {
+	return &batchPool{loans: make(map[*protocol.Message]*readBuf)}
+}
 
 // get returns n zeroed Message slots.
 func (p *batchPool) get(n int) []protocol.Message {
@@ -600,34 +666,64 @@ func (p *batchPool) get(n int) []protocol.Message {
 	return make([]protocol.Message, n)
 }
 
-// put takes back a batch; its slots are cleared (dropping the references into payloads
-// the receiver may still keep) and reused by a later batch.
+// lend records that batch (not empty) points into rb, holding one reference to it until
+// the batch comes back through put.
+func (p *batchPool) lend(batch []protocol.Message, rb *readBuf) {
+	p.mu.Lock()
+	p.loans[&batch[0]] = rb
+	p.mu.Unlock()
+}
+
+// put takes back a batch, as Recv delivered it; its slots are cleared (dropping the
+// references into payloads) and reused by a later batch, and the read buffer it was on
+// loan from, if any, is given back. Only b[:len(b)] is cleared: get hands out cleared
+// slices and the reader fills only the slots it returns, so the rest of the capacity is
+// still clear. (Were a receiver to give back a shorter or extended slice, stale
+// references would only be kept alive longer: decoding overwrites every field of a slot.)
 func (p *batchPool) put(b []protocol.Message) {
 	if cap(b) == 0 {
 		return
 	}
 	p.releasing.Store(true)
+	clear(b)
 	b = b[:cap(b)]
 	c := min(bits.Len(uint(cap(b)))-1, maxBatchLog) // the class b can serve
-	clear(b)
 	p.mu.Lock()
+	rb := p.loans[&b[0]]
+	if rb != nil {
+		delete(p.loans, &b[0])
+	}
 	if p.slots+cap(b) <= poolSlots {
 		p.free[c] = append(p.free[c], b)
 		p.slots += cap(b)
 	}
 	p.mu.Unlock()
+	if rb != nil {
+		rb.unref()
+	}
 }
 
 // Releaser is implemented by transports that can reuse the memory of a received batch.
+//
+// Release gives back a batch, as Recv delivered it, once the receiver no longer uses its
+// Message values. What their slices point to stays the receiver's, unless the transport
+// lends its batches (TCP with Config.Lend): then the byte slices of large reads (Data, and
+// the Key, Value and Old of commands, including the commands of Insts) point into a read
+// buffer that is read into again once every batch of it is released. A receiver of loans
+// must copy the bytes it keeps before it releases (protocol.Detach does a whole batch in
+// one allocation) and must release every batch (one never released keeps its 64 KiB read
+// buffer). The arrays of Cmds, Deps and Insts are allocated by decoding and stay the
+// receiver's either way.
 type Releaser interface {
-	// Release gives back a batch received from Recv once the receiver no longer uses the
-	// Message values in it. What their slices point to (commands, keys, data) stays the
-	// receiver's and is never reused, so an engine that kept m.Cmds from Step is safe.
+	// Release gives back a batch received from Recv (see above for what the receiver may
+	// keep).
 	Release(batch []protocol.Message)
 }
 
-// Release implements Releaser: the reader goroutines reuse the batch's slots, saving the
-// allocation (and garbage collection) of one Message per received message.
+// Release implements Releaser: the batch's slots are reused for later batches, which
+// spares the allocation (and garbage collection) of one Message per message received;
+// with Config.Lend, a lent read buffer is read into again once all of its batches are
+// back.
 func (t *TCP) Release(batch []protocol.Message) { t.pool.put(batch) }
 
 var errProtocol = errors.New("protocol violation")
@@ -709,3 +805,19 @@ func (t *TCP) handleIncoming(nc net.Conn) {
 		}
 	}
 }
+
+// aliases reports whether any message of frames (complete message frames) carries bytes
+// that decoding would point into frames.
+func aliases(frames []byte) bool {
+	found := false
+	forFrames(frames, func(_ wire.FrameType, payload []byte) error {
+		if wire.MessageAliases(payload) {
+			found = true
+			return errStopScan
+		}
+		return nil
+	})
+	return found
+}
+
+var errStopScan = errors.New("stop")

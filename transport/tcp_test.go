@@ -334,28 +334,120 @@ func TestLargeAndMixedSizes(t *testing.T) {
 	}
 }
 
-// Release recycles the Message slots of a batch, never the payload bytes a receiver kept.
+// With Lend, a receiver takes batches on loan (those of large reads: 100 messages of
+// 200 bytes are sent at once): their read buffers are read into again after Release, so
+// bytes kept without Detach change, and bytes detached before Release stay intact.
+func TestReleaseLoansReadBuffers(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.Lend = true })
+	var detached, borrowed [][]byte
+	var want []string
+	for round := 0; round < 50; round++ {
+		for i := 0; i < 100; i++ {
+			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(fmt.Sprintf("r%d-m%d-%0200d", round, i, 0))})
+		}
+		for got := 0; got < 100; {
+			var b []protocol.Message
+			select {
+			case b = <-trs[1].Recv():
+			case <-time.After(waitTimeout):
+				t.Fatalf("round %d: timed out after %d messages", round, got)
+			}
+			for _, m := range b {
+				borrowed = append(borrowed, m.Data) // kept wrongly: not detached
+			}
+			protocol.Detach(b)
+			for _, m := range b {
+				detached = append(detached, m.Data) // an engine keeping a slice beyond Step
+				want = append(want, fmt.Sprintf("r%d-m%d-%0200d", round, m.Seq, 0))
+			}
+			got += len(b)
+			trs[1].Release(b)
+		}
+	}
+	changed := 0
+	for i := range detached {
+		if string(detached[i]) != want[i] {
+			t.Fatalf("detached payload %d is %q, want %q: released memory was reused", i, detached[i], want[i])
+		}
+		if string(borrowed[i]) != want[i] {
+			changed++
+		}
+	}
+	if n := trs[1].bufs.reused.Load(); n == 0 || changed == 0 {
+		t.Fatalf("read buffers reused %d times, %d borrowed payloads changed: released batches were not lent", n, changed)
+	}
+}
+
+// Without Lend, Release recycles the Message slots of a batch, never the bytes a receiver
+// kept.
 func TestReleaseKeepsPayloads(t *testing.T) {
 	trs := tcpCluster(t, 2, nil)
 	var kept [][]byte
-	var wantKept []string
+	var want []string
 	for round := 0; round < 50; round++ {
 		for i := 0; i < 100; i++ {
-			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(fmt.Sprintf("r%d-m%d", round, i))})
+			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(fmt.Sprintf("r%d-m%d-%0200d", round, i, 0))})
 		}
 		for got := 0; got < 100; {
-			b := <-trs[1].Recv()
+			var b []protocol.Message
+			select {
+			case b = <-trs[1].Recv():
+			case <-time.After(waitTimeout):
+				t.Fatalf("round %d: timed out after %d messages", round, got)
+			}
 			for _, m := range b {
 				kept = append(kept, m.Data) // an engine keeping a slice beyond Step
-				wantKept = append(wantKept, fmt.Sprintf("r%d-m%d", round, m.Seq))
+				want = append(want, fmt.Sprintf("r%d-m%d-%0200d", round, m.Seq, 0))
 			}
 			got += len(b)
 			trs[1].Release(b)
 		}
 	}
 	for i := range kept {
-		if string(kept[i]) != wantKept[i] {
-			t.Fatalf("kept payload %d is %q, want %q: released memory was reused", i, kept[i], wantKept[i])
+		if string(kept[i]) != want[i] {
+			t.Fatalf("kept payload %d is %q, want %q: released memory was reused", i, kept[i], want[i])
+		}
+	}
+}
+
+// Messages without bytes (acknowledgements) are decoded straight from the read buffer,
+// which is read into again at once: what they hold (Deps here) must not point into it. A
+// receiver keeping every batch over many reads sees them all intact at the end.
+func TestInPlaceDecodeKeepsNothingOfTheBuffer(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.QueueLen = 1 << 16 })
+	const n = 20000
+	go func() {
+		for i := range n {
+			m := protocol.Message{Type: protocol.MsgPreAcceptOK, From: 1, To: 2, Seq: uint64(i),
+				Deps: []protocol.InstanceID{{Replica: 1, Num: uint64(i)}, {Replica: 3, Num: uint64(2 * i)}}}
+			if err := trs[0].sendWait(&m); err != nil {
+				return
+			}
+		}
+	}()
+	var kept [][]protocol.Message
+	for got := 0; got < n; {
+		select {
+		case b := <-trs[1].Recv():
+			kept = append(kept, b)
+			got += len(b)
+		case <-time.After(waitTimeout):
+			t.Fatalf("timed out after %d messages", got)
+		}
+	}
+	if len(kept) < 2 {
+		t.Fatalf("all %d messages came in %d batch: the test needs several reads", n, len(kept))
+	}
+	if trs[1].bufs.reused.Load() == 0 {
+		t.Fatalf("no read buffer was read into again: the test did not exercise reuse")
+	}
+	i := 0
+	for _, b := range kept {
+		for _, m := range b {
+			if m.Seq != uint64(i) || len(m.Deps) != 2 || m.Deps[0].Num != uint64(i) || m.Deps[1].Num != uint64(2*i) {
+				t.Fatalf("kept message %d is seq %d deps %v: it shares memory with a reused buffer", i, m.Seq, m.Deps)
+			}
+			i++
 		}
 	}
 }

@@ -187,6 +187,14 @@ func (w *WAN) Send(m protocol.Message) {
 // Recv implements Transport (receiving is not delayed: the sender's WAN did it).
 func (w *WAN) Recv() <-chan []protocol.Message { return w.inner.Recv() }
 
+// Release implements Releaser: the batches are the inner transport's, and so is Release
+// (a no-op when the inner transport does not lend its batches).
+func (w *WAN) Release(batch []protocol.Message) {
+	if r, ok := w.inner.(Releaser); ok {
+		r.Release(batch)
+	}
+}
+
 // Dropped returns how many messages the emulator dropped (full link, unknown replica).
 func (w *WAN) Dropped() uint64 { return w.dropped.Load() }
 

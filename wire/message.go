@@ -171,6 +171,19 @@ func DecodeMessage(src []byte, m *protocol.Message) error {
 	return wrap("message", err)
 }
 
+// MessageAliases reports whether decoding payload (a message frame's payload) may yield a
+// message whose byte slices point into payload: one that carries commands, instances or
+// data. It reads only the type and the field bitmap, so that a receiver can decide cheaply
+// whether the bytes it read must outlive their buffer; a payload too short to tell reports
+// true (decoding it then says what is wrong).
+func MessageAliases(payload []byte) bool {
+	if len(payload) < 2 {
+		return true
+	}
+	f, n := binary.Uvarint(payload[1:])
+	return n <= 0 || f&(fCmds|fInsts|fData) != 0
+}
+
 func (d *decoder) message(m *protocol.Message) error {
 	t, err := d.byte("type")
 	if err != nil {

@@ -435,3 +435,35 @@ func TestReadFrameLarge(t *testing.T) {
 		t.Fatal("payload differs")
 	}
 }
+
+// MessageAliases is true for every sample message that carries commands, instances or
+// data, and false for the others.
+func TestMessageAliases(t *testing.T) {
+	for name, m := range sampleMessages() {
+		b := AppendMessage(nil, &m)
+		want := m.Cmds != nil || m.Insts != nil || m.Data != nil
+		if got := MessageAliases(b); got != want {
+			t.Errorf("%s: MessageAliases = %v, want %v", name, got, want)
+		}
+	}
+	if !MessageAliases(nil) || !MessageAliases([]byte{byte(protocol.MsgAccept)}) {
+		t.Errorf("a payload too short to tell must report true")
+	}
+}
+
+// FuzzMessageAliases: a payload that MessageAliases calls free of aliases decodes (when it
+// decodes) into a message with no byte slices, so a receiver may drop its buffer.
+func FuzzMessageAliases(f *testing.F) {
+	for _, m := range sampleMessages() {
+		f.Add(AppendMessage(nil, &m))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var m protocol.Message
+		if DecodeMessage(in, &m) != nil || MessageAliases(in) {
+			return
+		}
+		if m.Cmds != nil || m.Insts != nil || m.Data != nil {
+			t.Fatalf("MessageAliases(%x) = false, but it decodes to %v with slices", in, m)
+		}
+	})
+}
