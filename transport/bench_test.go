@@ -46,14 +46,17 @@ func benchMessage(size int) protocol.Message {
 //
 // The receiver works in one of three ways (see Releaser), the messages being Accepts
 // whose Data is the payload:
+//
 //   - recv=owns: it never calls Release and owns everything it receives; every read is
 //     copied into memory of its own.
+//
 //   - recv=releases: it gives each batch back (the runtime's way: engines keep commands),
 //     so Message slots are recycled, but reads carrying bytes are still copied.
+//
 //   - recv=borrows: Config.Lend; it releases each batch and keeps nothing (like the raw
 //     reader), so reads are decoded in place and nothing is copied or allocated.
 //
-//	go test -run '^$' -bench Throughput -benchtime 2000000x ./transport
+//     go test -run '^$' -bench Throughput -benchtime 2000000x ./transport
 func BenchmarkThroughput(b *testing.B) {
 	for _, size := range []int{64, 1024} {
 		for _, compress := range []bool{false, true} {
