@@ -149,7 +149,6 @@ func (s *spare) keep(b []byte) []byte {
 type conn struct {
 	nc     net.Conn
 	remote string
-	w      io.Writer  // nc, or s2w
 	s2w    *s2.Writer // non-nil when compressed
 	r      io.Reader  // nc, or an s2 reader on it
 
@@ -159,11 +158,10 @@ type conn struct {
 }
 
 func newConn(nc net.Conn, compress bool) *conn {
-	c := &conn{nc: nc, remote: nc.RemoteAddr().String(), w: nc, done: make(chan struct{})}
+	c := &conn{nc: nc, remote: nc.RemoteAddr().String(), done: make(chan struct{})}
 	if compress {
 		// Concurrency 1: compress in the writer goroutine, start no goroutines of its own.
 		c.s2w = s2.NewWriter(nc, s2.WriterConcurrency(1), s2.WriterBlockSize(s2BlockSize))
-		c.w = c.s2w
 		c.r = s2.NewReader(nc, s2.ReaderMaxBlockSize(s2BlockSize))
 	} else {
 		c.r = nc
@@ -171,15 +169,18 @@ func newConn(nc net.Conn, compress bool) *conn {
 	return c
 }
 
-// write sends b (whole frames) and pushes it out (s2 buffers until Flush).
+// write sends b (whole frames) and pushes it out. With s2, b is compressed straight from
+// where it is (EncodeBuffer: no copy into the writer's own buffer, which Write would make;
+// with concurrency 1 it is done with b when it returns) and flushed.
 func (c *conn) write(b []byte) error {
-	if _, err := c.w.Write(b); err != nil {
+	if c.s2w == nil {
+		_, err := c.nc.Write(b)
 		return err
 	}
-	if c.s2w != nil {
-		return c.s2w.Flush()
+	if err := c.s2w.EncodeBuffer(b); err != nil {
+		return err
 	}
-	return nil
+	return c.s2w.Flush()
 }
 
 // fail closes the connection once, recording why; both of its goroutines then stop.
