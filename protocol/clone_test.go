@@ -54,3 +54,43 @@ func TestCloneSharesNothing(t *testing.T) {
 		t.Fatal("empty must stay empty, not nil")
 	}
 }
+
+// Detach leaves a batch equal to what it was but sharing no byte with its source: after
+// the source is overwritten, every key, value, old value and datum still reads the same.
+// It keeps nil slices nil, clips capacities (appending to one copy cannot reach the next),
+// and allocates nothing for a batch without bytes.
+func TestDetach(t *testing.T) {
+	src := []byte("key1val1old1key2val2datakey3val3")
+	cmd := func(k, v, o []byte) Command { return Command{ClientID: 1, Seq: 1, Op: OpCAS, Key: k, Value: v, Old: o} }
+	batch := []Message{
+		{Type: MsgAccept, Cmds: []Command{cmd(src[0:4], src[4:8], src[8:12]), cmd(src[12:16], src[16:20], nil)}},
+		{Type: MsgCommit, Data: src[20:24], Insts: []Instance{{Cmds: []Command{cmd(src[24:28], src[28:32], nil)}}}},
+		{Type: MsgPreAcceptOK, Deps: []InstanceID{{Replica: 1, Num: 2}}},
+	}
+	want := make([]Message, len(batch))
+	for i := range batch {
+		want[i] = batch[i].Clone()
+	}
+	Detach(batch)
+	for i := range src {
+		src[i] = 'X'
+	}
+	if !reflect.DeepEqual(batch, want) {
+		t.Fatalf("after Detach and overwriting the source:\n got %+v\nwant %+v", batch, want)
+	}
+	if batch[0].Cmds[1].Old != nil {
+		t.Errorf("a nil Old became %q", batch[0].Cmds[1].Old)
+	}
+	k := batch[0].Cmds[0].Key
+	if cap(k) != len(k) {
+		t.Errorf("cap(Key) = %d, want %d", cap(k), len(k))
+	}
+	_ = append(k, 'Z')
+	if string(batch[0].Cmds[0].Value) != "val1" {
+		t.Errorf("appending to a detached Key overwrote the Value: %q", batch[0].Cmds[0].Value)
+	}
+	acks := []Message{{Type: MsgPreAcceptOK, Deps: []InstanceID{{Replica: 1, Num: 2}}}}
+	if n := testing.AllocsPerRun(100, func() { Detach(acks) }); n != 0 {
+		t.Errorf("Detach of a batch without bytes allocates %v times", n)
+	}
+}
