@@ -334,16 +334,15 @@ func TestLargeAndMixedSizes(t *testing.T) {
 	}
 }
 
-// With Lend, a receiver takes batches on loan (those of large reads: 100 messages of
-// 200 bytes are sent at once): their read buffers are read into again after Release, so
-// bytes kept without Detach change, and bytes detached before Release stay intact.
-func TestReleaseLoansReadBuffers(t *testing.T) {
-	trs := tcpCluster(t, 2, func(c *Config) { c.Lend = true })
-	var detached, borrowed [][]byte
-	var want []string
+// releaseRounds sends 50 rounds of 100 messages of about 200 bytes (each round one large
+// read) from trs[0] to trs[1]; the receiver hands each batch to keep, then releases it.
+// It returns what each message's Data must read.
+func releaseRounds(t *testing.T, trs []*TCP, keep func(b []protocol.Message)) (want []string) {
+	t.Helper()
+	data := func(round int, seq uint64) string { return fmt.Sprintf("r%d-m%d-%0200d", round, seq, 0) }
 	for round := 0; round < 50; round++ {
 		for i := 0; i < 100; i++ {
-			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(fmt.Sprintf("r%d-m%d-%0200d", round, i, 0))})
+			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(data(round, uint64(i)))})
 		}
 		for got := 0; got < 100; {
 			var b []protocol.Message
@@ -353,17 +352,31 @@ func TestReleaseLoansReadBuffers(t *testing.T) {
 				t.Fatalf("round %d: timed out after %d messages", round, got)
 			}
 			for _, m := range b {
-				borrowed = append(borrowed, m.Data) // kept wrongly: not detached
+				want = append(want, data(round, m.Seq))
 			}
-			protocol.Detach(b)
-			for _, m := range b {
-				detached = append(detached, m.Data) // an engine keeping a slice beyond Step
-				want = append(want, fmt.Sprintf("r%d-m%d-%0200d", round, m.Seq, 0))
-			}
+			keep(b)
 			got += len(b)
 			trs[1].Release(b)
 		}
 	}
+	return want
+}
+
+// With Lend, a receiver takes batches on loan (those of large reads): their read buffers
+// are read into again after Release, so bytes kept without Detach change, and bytes
+// detached before Release stay intact.
+func TestReleaseLoansReadBuffers(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.Lend = true })
+	var detached, borrowed [][]byte
+	want := releaseRounds(t, trs, func(b []protocol.Message) {
+		for _, m := range b {
+			borrowed = append(borrowed, m.Data) // kept wrongly: not detached
+		}
+		protocol.Detach(b)
+		for _, m := range b {
+			detached = append(detached, m.Data) // an engine keeping a slice beyond Step
+		}
+	})
 	changed := 0
 	for i := range detached {
 		if string(detached[i]) != want[i] {
@@ -383,26 +396,11 @@ func TestReleaseLoansReadBuffers(t *testing.T) {
 func TestReleaseKeepsPayloads(t *testing.T) {
 	trs := tcpCluster(t, 2, nil)
 	var kept [][]byte
-	var want []string
-	for round := 0; round < 50; round++ {
-		for i := 0; i < 100; i++ {
-			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(fmt.Sprintf("r%d-m%d-%0200d", round, i, 0))})
+	want := releaseRounds(t, trs, func(b []protocol.Message) {
+		for _, m := range b {
+			kept = append(kept, m.Data) // an engine keeping a slice beyond Step
 		}
-		for got := 0; got < 100; {
-			var b []protocol.Message
-			select {
-			case b = <-trs[1].Recv():
-			case <-time.After(waitTimeout):
-				t.Fatalf("round %d: timed out after %d messages", round, got)
-			}
-			for _, m := range b {
-				kept = append(kept, m.Data) // an engine keeping a slice beyond Step
-				want = append(want, fmt.Sprintf("r%d-m%d-%0200d", round, m.Seq, 0))
-			}
-			got += len(b)
-			trs[1].Release(b)
-		}
-	}
+	})
 	for i := range kept {
 		if string(kept[i]) != want[i] {
 			t.Fatalf("kept payload %d is %q, want %q: released memory was reused", i, kept[i], want[i])
@@ -410,16 +408,13 @@ func TestReleaseKeepsPayloads(t *testing.T) {
 	}
 }
 
-// Messages without bytes (acknowledgements) are decoded straight from the read buffer,
-// which is read into again at once: what they hold (Deps here) must not point into it. A
-// receiver keeping every batch over many reads sees them all intact at the end.
-func TestInPlaceDecodeKeepsNothingOfTheBuffer(t *testing.T) {
-	trs := tcpCluster(t, 2, func(c *Config) { c.QueueLen = 1 << 16 })
-	const n = 20000
+// keepAll sends n messages made by msg from trs[0] to trs[1] (waiting for queue room), and
+// returns every batch received, none released, after checking there were several.
+func keepAll(t *testing.T, trs []*TCP, n int, msg func(i int) protocol.Message) [][]protocol.Message {
+	t.Helper()
 	go func() {
 		for i := range n {
-			m := protocol.Message{Type: protocol.MsgPreAcceptOK, From: 1, To: 2, Seq: uint64(i),
-				Deps: []protocol.InstanceID{{Replica: 1, Num: uint64(i)}, {Replica: 3, Num: uint64(2 * i)}}}
+			m := msg(i)
 			if err := trs[0].sendWait(&m); err != nil {
 				return
 			}
@@ -438,6 +433,18 @@ func TestInPlaceDecodeKeepsNothingOfTheBuffer(t *testing.T) {
 	if len(kept) < 2 {
 		t.Fatalf("all %d messages came in %d batch: the test needs several reads", n, len(kept))
 	}
+	return kept
+}
+
+// Messages without bytes (acknowledgements) are decoded straight from the read buffer,
+// which is read into again at once: what they hold (Deps here) must not point into it. A
+// receiver keeping every batch over many reads sees them all intact at the end.
+func TestInPlaceDecodeKeepsNothingOfTheBuffer(t *testing.T) {
+	trs := tcpCluster(t, 2, func(c *Config) { c.QueueLen = 1 << 16 })
+	kept := keepAll(t, trs, 20000, func(i int) protocol.Message {
+		return protocol.Message{Type: protocol.MsgPreAcceptOK, From: 1, To: 2, Seq: uint64(i),
+			Deps: []protocol.InstanceID{{Replica: 1, Num: uint64(i)}, {Replica: 3, Num: uint64(2 * i)}}}
+	})
 	if trs[1].bufs.reused.Load() == 0 {
 		t.Fatalf("no read buffer was read into again: the test did not exercise reuse")
 	}
@@ -452,34 +459,15 @@ func TestInPlaceDecodeKeepsNothingOfTheBuffer(t *testing.T) {
 	}
 }
 
-// The reader reuses its read buffer: what it delivered must be a copy. A receiver that
+// The reader reuses its read buffers: what it delivered must be a copy. A receiver that
 // keeps every batch (no Release) over many reads still sees every message intact at the
 // end.
 func TestReceiverKeepsEverything(t *testing.T) {
 	trs := tcpCluster(t, 2, func(c *Config) { c.QueueLen = 1 << 16 })
-	const n = 20000 // about 30 read buffers' worth
 	data := func(i int) []byte { return []byte(fmt.Sprintf("message %d %0100d", i, i)) }
-	go func() {
-		for i := range n {
-			m := protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: data(i)}
-			if err := trs[0].sendWait(&m); err != nil {
-				return
-			}
-		}
-	}()
-	var kept [][]protocol.Message
-	for got := 0; got < n; {
-		select {
-		case b := <-trs[1].Recv():
-			kept = append(kept, b)
-			got += len(b)
-		case <-time.After(waitTimeout):
-			t.Fatalf("timed out after %d messages", got)
-		}
-	}
-	if len(kept) < 2 {
-		t.Fatalf("all %d messages came in %d batch: the test needs several reads", n, len(kept))
-	}
+	kept := keepAll(t, trs, 20000, func(i int) protocol.Message { // about 30 read buffers' worth
+		return protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: data(i)}
+	})
 	i := 0
 	for _, b := range kept {
 		for _, m := range b {
