@@ -37,13 +37,11 @@ type loadOptions struct {
 // histograms and in-flight commands, so none of them needs a lock (HDR histograms are not
 // goroutine-safe).
 type siteLoad struct {
-	c     *cluster
-	o     *loadOptions
-	site  string
-	home  int // index of the replica at this site
-	start time.Time
-	end   time.Time // measurement end (= end of load)
-	mFrom time.Time // measurement start (after warm-up)
+	c    *cluster
+	o    *loadOptions
+	site string
+	home int // index of the replica at this site
+	measureWindow
 
 	clients []*benchClient
 	byID    map[uint64]*benchClient
@@ -74,11 +72,9 @@ type siteEvent struct {
 type benchClient struct {
 	id       uint64
 	gen      *workloads.Generator
-	arrivals *workloads.Arrivals
-	nextArr  time.Time
+	open     *openLoop // open loop: arrivals, in-flight cap and backlog; nil = closed loop
 	seq      uint64
 	inflight map[uint64]*inflightCmd
-	backlog  []time.Time // open loop: intended send times waiting for a slot
 	commit   *Latency
 	exec     *Latency
 	ops      int64
@@ -109,12 +105,12 @@ func (r *replier) Reply(rep protocol.Reply) {
 
 func newSiteLoad(c *cluster, o *loadOptions, site string, home int, firstClient uint64, start time.Time, completed *atomic.Int64) *siteLoad {
 	s := &siteLoad{
-		c: c, o: o, site: site, home: home, start: start,
-		mFrom: start.Add(o.warmup), end: start.Add(o.warmup + o.duration),
+		c: c, o: o, site: site, home: home,
 		byID: map[uint64]*benchClient{}, signal: make(chan struct{}, 1),
 		toRep: newDelayLine(), fromRep: newDelayLine(), completed: completed,
 		commit: NewLatency(), exec: NewLatency(),
 	}
+	s.measureWindow = measureWindow{start: start, mFrom: start.Add(o.warmup), end: start.Add(o.warmup + o.duration)}
 	s.bins = make([]int64, int((o.warmup+o.duration)/binWidth)+2)
 	for i := range o.clientsPerSite {
 		id := firstClient + uint64(i)
@@ -124,8 +120,7 @@ func newSiteLoad(c *cluster, o *loadOptions, site string, home int, firstClient 
 		}
 		bc := &benchClient{id: id, gen: gen, inflight: map[uint64]*inflightCmd{}, commit: NewLatency(), exec: NewLatency()}
 		if o.ratePerClient > 0 {
-			bc.arrivals = workloads.NewArrivals(o.ratePerClient, o.seed, id)
-			bc.nextArr = start.Add(bc.arrivals.Next())
+			bc.open = newOpenLoop(o.ratePerClient, o.seed, id, start, o.outstanding, o.maxBacklog)
 		}
 		s.clients = append(s.clients, bc)
 		s.byID[id] = bc
@@ -244,8 +239,8 @@ func (s *siteLoad) run(stop <-chan struct{}) {
 		if open {
 			next := s.end
 			for _, bc := range s.clients {
-				if bc.nextArr.Before(next) {
-					next = bc.nextArr
+				if bc.open.next.Before(next) {
+					next = bc.open.next
 				}
 			}
 			arrive.Reset(time.Until(next))
@@ -295,10 +290,8 @@ func (s *siteLoad) handle(ev siteEvent, now time.Time) {
 	}
 	delete(bc.inflight, ev.rep.Seq)
 	s.complete(bc, p, ev.rep, now)
-	if s.o.ratePerClient > 0 {
-		if len(bc.backlog) > 0 {
-			start := bc.backlog[0]
-			bc.backlog = bc.backlog[1:]
+	if bc.open != nil {
+		if start, ok := bc.open.done(); ok {
 			s.issue(bc, start, now)
 		}
 		return
@@ -311,38 +304,17 @@ func (s *siteLoad) handle(ev siteEvent, now time.Time) {
 // minus the time the command waited at the replica between commit and execution
 // (protocol.Reply.ExecDelayMicros).
 func (s *siteLoad) complete(bc *benchClient, p *inflightCmd, rep protocol.Reply, now time.Time) {
-	if b := int(now.Sub(s.start) / binWidth); b >= 0 && b < len(s.bins) {
-		s.bins[b]++
-	}
+	s.countBin(s.bins, now)
 	s.completed.Add(1)
-	if p.start.Before(s.mFrom) || now.After(s.end) {
-		return
+	if s.measure(p.start, now, &rep, bc.commit, bc.exec) {
+		bc.ops++
 	}
-	exec := now.Sub(p.start)
-	commit := exec - time.Duration(rep.ExecDelayMicros)*time.Microsecond
-	if commit < 0 {
-		commit = 0
-	}
-	bc.exec.Record(exec)
-	bc.commit.Record(commit)
-	bc.ops++
 }
 
 // arrivals issues (or queues) every open-loop arrival due by now.
 func (s *siteLoad) arrivals(now time.Time) {
 	for _, bc := range s.clients {
-		for !bc.nextArr.After(now) {
-			at := bc.nextArr
-			bc.nextArr = s.start.Add(bc.arrivals.Next())
-			switch {
-			case len(bc.inflight) < s.o.outstanding:
-				s.issue(bc, at, now)
-			case len(bc.backlog) < s.o.maxBacklog:
-				bc.backlog = append(bc.backlog, at)
-			default:
-				s.errors++ // offered load far beyond capacity: dropped
-			}
-		}
+		s.errors += bc.open.arrive(now, func(at time.Time) { s.issue(bc, at, now) })
 	}
 }
 
