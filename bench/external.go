@@ -15,10 +15,12 @@ import (
 )
 
 // RunExternal benchmarks a running cluster described by a cluster file: for every site in
-// the file, cfg.Clients closed-loop clients (package client) prefer that site's replica,
-// so clients are placed by site as the replicas are; run the bench binary on (or near)
-// those hosts. The protocol is the cluster's; crashes (--fail) and open loop are not
-// supported here. The optimum is computed when cfg.Matrix knows every site of the file.
+// the file, cfg.Clients clients (package client) prefer that site's replica, so clients
+// are placed by site as the replicas are; run the bench binary on (or near) those hosts.
+// Clients run in closed loop, or in open loop with cfg.RateOps > 0 (Poisson arrivals, the
+// same schedule, in-flight cap, backlog and latency correction as Run: openLoop). The
+// protocol is the cluster's; crashes (--fail) are not supported, since the bench did not
+// start the replicas. The optimum is computed when cfg.Matrix knows every site of the file.
 func RunExternal(ctx context.Context, meta result.Meta, path string, cfgs []Config, progress Progress) (*result.File, error) {
 	cl, err := config.Load(path)
 	if err != nil {
@@ -35,8 +37,8 @@ func RunExternal(ctx context.Context, meta result.Meta, path string, cfgs []Conf
 			continue // --protocols listed more than the cluster's one
 		}
 		seen[cfg.Name] = true
-		if cfg.Fail != nil || cfg.RateOps > 0 {
-			return f, fmt.Errorf("bench: --fail and --rate are not supported with --config (external cluster)")
+		if cfg.Fail != nil {
+			return f, fmt.Errorf("bench: --fail is not supported with --config (external cluster): the bench cannot crash replicas it did not start")
 		}
 		r, err := runExternal(ctx, cl, cfg, progress)
 		if err != nil {
@@ -47,6 +49,124 @@ func RunExternal(ctx context.Context, meta result.Meta, path string, cfgs []Conf
 	f.Meta.ElapsedS = time.Since(meta.Started).Seconds()
 	f.Summary = Summarize(f.Runs)
 	return f, nil
+}
+
+// extBacklog is the open-loop backlog bound of external runs: openLoopBacklog, as in
+// Run; a variable so that a test can overflow it in a short run.
+var extBacklog = openLoopBacklog
+
+// extClient is one client of an external run. The run's goroutines (the open-loop
+// scheduler, the client's reader calling back) share its generator, schedule and
+// histograms under mu.
+type extClient struct {
+	mu           sync.Mutex
+	c            *client.Client
+	gen          *workloads.Generator
+	open         *openLoop // open loop; nil = closed loop
+	commit, exec *Latency
+	ops, errs    int64
+	bins         []int64
+}
+
+// extRun is the load of one run on an external cluster.
+type extRun struct {
+	ctx       context.Context
+	w         measureWindow
+	completed atomic.Int64
+	wg        sync.WaitGroup // one per submitted command (until its callback returns) and the scheduler
+}
+
+// submit sends ec's next command. Its latency counts from start, or from now when start is
+// zero (closed loop).
+func (x *extRun) submit(ec *extClient, start time.Time) {
+	ec.mu.Lock()
+	op := ec.gen.Next()
+	ec.mu.Unlock()
+	cmd := protocol.Command{Op: protocol.OpPut, Key: append([]byte(nil), op.Key...), Value: op.Value}
+	if op.Read {
+		cmd.Op, cmd.Value = protocol.OpGet, nil
+	}
+	if start.IsZero() {
+		start = time.Now()
+	}
+	x.wg.Add(1)
+	ec.c.Submit(cmd, func(rep protocol.Reply, err error) {
+		defer x.wg.Done()
+		x.complete(ec, start, rep, err)
+	})
+}
+
+// complete records a command's outcome as siteLoad.complete does, and sends what comes
+// next: in closed loop a new command, in open loop the oldest arrival waiting for the slot
+// this one freed. The client answers redirects and resends timed-out commands itself, so
+// only a refusal (protocol.ResultError) counts as an error; a command the client failed
+// with ErrClosed was still in flight when the run ended, and is not counted, as the
+// in-process load drops those too.
+func (x *extRun) complete(ec *extClient, start time.Time, rep protocol.Reply, err error) {
+	now := time.Now()
+	ec.mu.Lock()
+	if err == nil {
+		if rep.Result == protocol.ResultError {
+			ec.errs++
+		}
+		x.w.countBin(ec.bins, now)
+		x.completed.Add(1)
+		if x.w.measure(start, now, &rep, ec.commit, ec.exec) {
+			ec.ops++
+		}
+	} else if now.Before(x.w.end) {
+		ec.errs++ // the client gave up before the end of the run
+	}
+	var next time.Time // closed loop: the next command's latency counts from its send
+	more := true
+	if ec.open != nil {
+		next, more = ec.open.done()
+	}
+	ec.mu.Unlock()
+	if !more || err != nil || !now.Before(x.w.end) || x.ctx.Err() != nil {
+		return
+	}
+	x.submit(ec, next)
+}
+
+// schedule runs the open-loop arrivals of all clients until the end of the load: each
+// due arrival is sent at once when its client has a free slot, else queued or dropped
+// (openLoop.arrive), as siteLoad.run does in-process.
+func (x *extRun) schedule(clients []*extClient) {
+	defer x.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var starts []time.Time
+	for {
+		next := x.w.end
+		for _, ec := range clients {
+			ec.mu.Lock()
+			if ec.open.next.Before(next) {
+				next = ec.open.next
+			}
+			ec.mu.Unlock()
+		}
+		timer.Reset(time.Until(next))
+		select {
+		case <-x.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		if !now.Before(x.w.end) {
+			return
+		}
+		for _, ec := range clients {
+			starts = starts[:0]
+			ec.mu.Lock()
+			ec.errs += ec.open.arrive(now, func(at time.Time) { starts = append(starts, at) })
+			ec.mu.Unlock()
+			// Submitted outside mu: Submit calls back at once on a closed client.
+			for _, at := range starts {
+				x.submit(ec, at)
+			}
+		}
+	}
 }
 
 func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress Progress) (result.Run, error) {
@@ -61,21 +181,10 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 			sites = append(sites, r.Site)
 		}
 	}
-	start := time.Now()
-	mFrom, end := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Duration)
-	type extClient struct {
-		mu           sync.Mutex // the starting goroutines and the client's callbacks share the generator and histograms
-		c            *client.Client
-		gen          *workloads.Generator
-		commit, exec *Latency
-		ops, errs    int64
-		bins         []int64
-	}
-	var completed atomic.Int64
-	var wg sync.WaitGroup
+	nbins := int((cfg.Warmup+cfg.Duration)/binWidth) + 2
+	ratePerClient := workloads.SplitRate(cfg.RateOps, len(sites)*cfg.Clients)
 	bySite := map[string][]*extClient{}
 	var all []*extClient
-	nbins := int((cfg.Warmup+cfg.Duration)/binWidth) + 2
 	for si, s := range sites {
 		for i := range cfg.Clients {
 			id := uint64(cfg.Seed)<<20 + uint64(si*cfg.Clients+i) + 1
@@ -92,62 +201,38 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 			all = append(all, ec)
 		}
 	}
-	var issue func(ec *extClient)
-	issue = func(ec *extClient) {
-		if time.Now().After(end) || ctx.Err() != nil {
-			wg.Done()
-			return
+	// The clients are connected: the load starts now.
+	start := time.Now()
+	x := &extRun{ctx: ctx, w: measureWindow{start: start, mFrom: start.Add(cfg.Warmup), end: start.Add(cfg.Warmup + cfg.Duration)}}
+	if ratePerClient > 0 {
+		// Arrivals are due from start; the first ones fire as soon as the scheduler runs.
+		for _, ec := range all {
+			ec.open = newOpenLoop(ratePerClient, cfg.Seed, ec.c.ID(), start, cfg.Outstanding, extBacklog)
 		}
-		ec.mu.Lock()
-		op := ec.gen.Next()
-		cmd := protocol.Command{Op: protocol.OpPut, Key: append([]byte(nil), op.Key...), Value: op.Value}
-		ec.mu.Unlock()
-		if op.Read {
-			cmd.Op, cmd.Value = protocol.OpGet, nil
-		}
-		sent := time.Now()
-		ec.c.Submit(cmd, func(rep protocol.Reply, err error) {
-			now := time.Now()
-			ec.mu.Lock()
-			if err != nil {
-				ec.errs++
-			} else {
-				if b := int(now.Sub(start) / binWidth); b < len(ec.bins) {
-					ec.bins[b]++
-				}
-				completed.Add(1)
-				if !sent.Before(mFrom) && !now.After(end) {
-					exec := now.Sub(sent)
-					ec.exec.Record(exec)
-					ec.commit.Record(max(0, exec-time.Duration(rep.ExecDelayMicros)*time.Microsecond))
-					ec.ops++
-				}
+		x.wg.Add(1)
+		go x.schedule(all)
+	} else {
+		for _, ec := range all {
+			for range cfg.Outstanding {
+				x.submit(ec, time.Time{})
 			}
-			ec.mu.Unlock()
-			issue(ec)
-		})
-	}
-	for _, ec := range all {
-		for range cfg.Outstanding {
-			wg.Add(1)
-			go issue(ec)
 		}
 	}
 	total := cfg.Warmup + cfg.Duration
-	for time.Now().Before(end) && ctx.Err() == nil {
+	for time.Now().Before(x.w.end) && ctx.Err() == nil {
 		if progress != nil {
-			progress(cfg.Name, time.Since(start), total, completed.Load())
+			progress(cfg.Name, time.Since(start), total, x.completed.Load())
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(min(100*time.Millisecond, time.Until(x.w.end))):
 		}
 	}
 	// Closing fails what is still in flight (their callbacks end the loops).
 	for _, ec := range all {
 		ec.c.Close()
 	}
-	wg.Wait()
+	x.wg.Wait()
 	if ctx.Err() != nil {
 		return result.Run{}, ctx.Err()
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parliament-lab/parliament/bench/result"
+	"github.com/parliament-lab/parliament/client"
 	"github.com/parliament-lab/parliament/config"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/replica"
@@ -16,12 +18,47 @@ import (
 // TestRunExternal benchmarks a cluster reached only through its cluster file and TCP
 // (package client), as `parliament bench --config` does.
 func TestRunExternal(t *testing.T) {
+	path := startExternal(t, "multipaxos")
+	m, _ := workloads.ResolveWAN(workloads.WANAWS5)
+	r := runExternalOnce(t, path, Config{Protocol: "epaxos", Replicas: 5, WAN: "aws-5site", Matrix: m, Clients: 2, Outstanding: 2,
+		Duration: time.Second, Warmup: 300 * time.Millisecond, Seed: 3, Experiment: ExpLatency})
+	if r.Protocol != "multipaxos" || r.Replicas != 3 || r.ThroughputOps <= 0 || len(r.Sites) != 3 {
+		t.Fatalf("run %+v", r)
+	}
+	for _, s := range r.Sites {
+		if s.Ops == 0 || s.Commit.P50 <= 0 || s.Optimum <= 0 {
+			t.Errorf("site %+v", s)
+		}
+	}
+	// Commands still in flight when the run ends are abandoned, not failed.
+	if r.Errors != 0 {
+		t.Errorf("closed loop: %d errors", r.Errors)
+	}
+}
+
+// runExternalOnce runs cfg with RunExternal on the cluster of path and returns its one run.
+func runExternalOnce(t *testing.T, path string, cfg Config) result.Run {
+	t.Helper()
+	file, err := RunExternal(context.Background(), Stamp(nil, cfg.Seed, false, "custom"), path, []Config{cfg}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(file.Runs) != 1 {
+		t.Fatalf("runs %d", len(file.Runs))
+	}
+	return file.Runs[0]
+}
+
+// startExternal starts a 3-replica cluster (sites CA, VA, IE; not durable) on loopback
+// ports, stopped when the test ends, and returns the path of its cluster file.
+func startExternal(t *testing.T, proto string) string {
+	t.Helper()
 	addrs, err := freeAddrs(3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := false
-	cl := &config.Cluster{ClusterID: 99, Protocol: "multipaxos", Durable: &f, DataDir: t.TempDir()}
+	cl := &config.Cluster{ClusterID: 99, Protocol: proto, Durable: &f, DataDir: t.TempDir()}
 	for i, a := range addrs {
 		cl.Replicas = append(cl.Replicas, config.Replica{ID: protocol.ReplicaID(i + 1), Address: a, Site: []string{"CA", "VA", "IE"}[i]})
 	}
@@ -39,25 +76,20 @@ func TestRunExternal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer r.Stop()
+		t.Cleanup(r.Stop)
 	}
-	m, _ := workloads.ResolveWAN(workloads.WANAWS5)
-	cfgs := []Config{{Protocol: "epaxos", Replicas: 5, WAN: "aws-5site", Matrix: m, Clients: 2, Outstanding: 2,
-		Duration: time.Second, Warmup: 300 * time.Millisecond, Seed: 3, Experiment: ExpLatency}}
-	file, err := RunExternal(context.Background(), Stamp(nil, 3, false, "custom"), path, cfgs, nil)
+	// Serve one command before the load starts, as a running cluster would: a Multi-Paxos
+	// cluster elects its leader first, and a command lost meanwhile would stall its
+	// client for the retry timeout.
+	c, err := client.New(client.Options{Cluster: cl})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(file.Runs) != 1 {
-		t.Fatalf("runs %d", len(file.Runs))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Put(ctx, []byte("ready"), []byte("1")); err != nil {
+		t.Fatal(err)
 	}
-	r := file.Runs[0]
-	if r.Protocol != "multipaxos" || r.Replicas != 3 || r.ThroughputOps <= 0 || len(r.Sites) != 3 {
-		t.Fatalf("run %+v", r)
-	}
-	for _, s := range r.Sites {
-		if s.Ops == 0 || s.Commit.P50 <= 0 || s.Optimum <= 0 {
-			t.Errorf("site %+v", s)
-		}
-	}
+	return path
 }
