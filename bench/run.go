@@ -249,7 +249,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 		spec: cfg.Workload, clientsPerSite: cfg.Clients, outstanding: cfg.Outstanding,
 		ratePerClient: workloads.SplitRate(cfg.RateOps, nClients), seed: cfg.Seed,
 		warmup: cfg.Warmup, duration: cfg.Duration, retryTimeout: cfg.retryTimeout(m),
-		maxBacklog: 1 << 16,
+		maxBacklog: openLoopBacklog,
 	}
 	var completed atomic.Int64
 	atStart := c.totals()
