@@ -101,7 +101,9 @@ func (r *Replica) openStorage(opts *Options) ([]protocol.Record, error) {
 		r.snap = snapshot{frontier: want, data: data}
 		r.stats.snapBytes.Store(uint64(len(data)))
 	}
-	r.wal, r.wlog, r.disk = l, l, sd
+	// The loop pipelines its fsyncs through a group committer (sync.go), which owns the
+	// log from now on: r.wlog is read only through r.logBytes.
+	r.wal, r.wlog, r.disk = newGroupLog(l), l, sd
 	r.log.Info("recovered", "dir", opts.DataDir, "records", rep.Records, "segments", rep.Segments,
 		"snapshot", sd.cur, "frontier", fmt.Sprint(want), "torn", rep.Torn, "fsync", !opts.NoSync)
 	return recs, nil
@@ -144,6 +146,10 @@ func (r *Replica) maybeCheckpoint() error {
 // snapshot they execute again, which the store's sessions turn into no-ops for writes
 // (exactly-once), and they were executed only after their whole dependency closure, so
 // nothing that conflicts with them can be ordered before them on replay.
+//
+// With the pipelined fsync (sync.go) the executor only gets the committed instances of
+// Readys whose records are durable: the snapshot and the frontier given to Compact never
+// cover a command whose records could still be lost.
 func (r *Replica) checkpoint() error {
 	r.snapAt = r.stats.executedCmds.Load()
 	f := r.executedFrontier()
@@ -159,7 +165,11 @@ func (r *Replica) checkpoint() error {
 	if r.disk == nil || r.wlog == nil {
 		return nil
 	}
-	if grown := r.wlog.Stats().Bytes - r.truncAt; grown < max(r.truncMin, 2*r.liveBytes) {
+	size, err := r.logBytes()
+	if err != nil {
+		return err
+	}
+	if grown := size - r.truncAt; grown < max(r.truncMin, 2*r.liveBytes) {
 		return nil
 	}
 	name, err := r.disk.save(f, data)
@@ -188,18 +198,41 @@ func (r *Replica) truncate(name string) error {
 			"engine", fmt.Sprint(got), "snapshot", fmt.Sprint(r.snap.frontier))
 		return nil
 	}
-	var before uint64
-	if r.wlog != nil {
-		before = r.wlog.Stats().Bytes
+	before, err := r.logBytes()
+	if err != nil {
+		return err
 	}
+	// With the group committer, Truncate runs in its worker after every batch queued
+	// before it is written and fsynced (their held Readys are released by the loop as
+	// usual): it never races an fsync, and the live records it writes, durably, describe
+	// the engine now, which includes whatever is still held.
 	if err := t.Truncate(live); err != nil {
 		return fmt.Errorf("log truncate: %w", err)
 	}
-	if r.wlog != nil {
-		r.truncAt = r.wlog.Stats().Bytes
-		r.liveBytes = r.truncAt - before
+	after, err := r.logBytes()
+	if err != nil {
+		return err
 	}
+	r.truncAt = after
+	r.liveBytes = after - before
 	return r.disk.setCurrent(name)
+}
+
+// logBytes returns the bytes appended to the log in DataDir since it was opened (0
+// without): through the group committer, which owns it, once the batches queued before
+// are written.
+func (r *Replica) logBytes() (uint64, error) {
+	if g, ok := r.wal.(*groupLog); ok {
+		st, err := g.stats()
+		if err != nil {
+			return 0, fmt.Errorf("log stats: %w", err)
+		}
+		return st.Bytes, nil
+	}
+	if r.wlog != nil {
+		return r.wlog.Stats().Bytes, nil
+	}
+	return 0, nil
 }
 
 // snapshotAhead reports whether the engine will install a snapshot with frontier f

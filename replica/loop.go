@@ -24,10 +24,16 @@ func (r *Replica) run() {
 	ticker := time.NewTicker(r.cl.Tick.D())
 	defer ticker.Stop()
 	recv := r.tr.Recv()
+	p := r.newPipeline() // nil: the log commits synchronously
 	for {
 		// Block for the next event...
 		select {
 		case <-r.stopC:
+			// What was done before Stop leaves as it would have without the pipeline.
+			if err := p.drain(r); err != nil {
+				r.fail(err)
+				return
+			}
 			r.shutdown()
 			return
 		case msgs, ok := <-recv:
@@ -35,7 +41,7 @@ func (r *Replica) run() {
 				recv = nil
 				continue
 			}
-			if err := r.step(msgs); err != nil {
+			if err := r.step(p, msgs); err != nil {
 				r.fail(err)
 				return
 			}
@@ -43,6 +49,12 @@ func (r *Replica) run() {
 			r.takeClients()
 		case <-ticker.C:
 			r.tick()
+		case err := <-p.headC():
+			// An fsync ended: release what it made durable (sync.go).
+			if err := p.synced(r, err); err != nil {
+				r.fail(err)
+				return
+			}
 		}
 		// ...then take everything else already waiting, without blocking, so that one
 		// Ready covers all of it (and all client commands go into one Propose).
@@ -54,12 +66,17 @@ func (r *Replica) run() {
 					recv = nil
 					break drain
 				}
-				if err := r.step(msgs); err != nil {
+				if err := r.step(p, msgs); err != nil {
 					r.fail(err)
 					return
 				}
 			case <-r.in.signal:
 				r.takeClients()
+			case err := <-p.headC():
+				if err := p.synced(r, err); err != nil {
+					r.fail(err)
+					return
+				}
 			default:
 				break drain
 			}
@@ -67,7 +84,7 @@ func (r *Replica) run() {
 		if len(r.batches) > 0 {
 			r.propose()
 		}
-		if err := r.handleReady(); err != nil {
+		if err := r.handleReady(p); err != nil {
 			r.fail(err)
 			return
 		}
@@ -80,18 +97,19 @@ func (r *Replica) run() {
 
 // fail stops the loop after an error of the log or the snapshot files: what the engine
 // believes durable may not be, so the only safe continuation is a restart from the disk.
+// Outputs still held for their fsync (sync.go) are dropped, never released.
 func (r *Replica) fail(err error) {
 	r.err = err
 	r.log.Error("stopping: cannot persist", "err", err)
 	r.shutdown()
 }
 
-func (r *Replica) step(msgs []protocol.Message) error {
+func (r *Replica) step(p *pipeline, msgs []protocol.Message) error {
 	var err error
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Type == protocol.MsgSnapshot {
-			if err = r.stepSnapshot(m); err != nil {
+			if err = r.stepSnapshot(p, m); err != nil {
 				break
 			}
 			continue
@@ -108,11 +126,15 @@ func (r *Replica) step(msgs []protocol.Message) error {
 
 // stepSnapshot steps a MsgSnapshot, restoring the store and the executor from it first
 // when the engine will install it, and truncating the log to the engine's live records
-// after (they start from the installed snapshot).
-func (r *Replica) stepSnapshot(m *protocol.Message) error {
+// after (they start from the installed snapshot). Outputs held for their fsync are
+// released first: the install replaces the executor they are meant for.
+func (r *Replica) stepSnapshot(p *pipeline, m *protocol.Message) error {
 	if r.compactor == nil {
 		r.eng.Step(*m)
 		return nil
+	}
+	if err := p.drain(r); err != nil {
+		return err
 	}
 	step, installed, name, err := r.installSnapshot(m)
 	if err != nil || !step {
@@ -201,19 +223,28 @@ func (r *Replica) suspectBlocked() {
 	}
 }
 
-// handleReady does what the engine asks, in the order protocol.Ready prescribes.
-func (r *Replica) handleReady() error {
+// handleReady does what the engine asks, in the order protocol.Ready prescribes: records
+// durable first, then messages, committed instances and redirects. With a pipeline (an
+// asynchronous log) step 1 only starts the commit and the rest waits for its fsync in
+// the pipeline (sync.go); without, the loop appends, fsyncs and acts.
+func (r *Replica) handleReady(p *pipeline) error {
 	for round := 0; round < maxReadyRounds; round++ {
 		rd := r.eng.Ready()
 		if rd.IsEmpty() {
 			return nil
 		}
 		r.stats.readys.Add(1)
-		r.now = time.Now()
 		if rd.Leader != r.leader {
 			r.leader = rd.Leader
 			r.leaderSeen.Store(uint32(rd.Leader))
 			r.log.Info("leader changed", "leader", rd.Leader)
+		}
+		if p != nil {
+			if err := p.handle(r, &rd); err != nil {
+				return err
+			}
+			r.eng.Advance(rd)
+			continue
 		}
 		// 1. Durable before anything leaves: one Append and one Sync for the whole Ready.
 		if len(rd.Persist) > 0 {
@@ -226,54 +257,61 @@ func (r *Replica) handleReady() error {
 			r.stats.syncs.Add(1)
 			r.stats.records.Add(uint64(len(rd.Persist)))
 		}
-		// 2. Messages.
-		for i := range rd.Messages {
-			m := &rd.Messages[i]
-			if m.Type == protocol.MsgSnapshot && !r.fillSnapshot(m) {
-				continue
-			}
-			r.tr.Send(*m)
-		}
-		r.stats.messages.Add(uint64(len(rd.Messages)))
-		// 3. Committed instances to the executor; execute what is executable.
-		if len(rd.Committed) > 0 {
-			ncmds := 0
-			for i := range rd.Committed {
-				inst := &rd.Committed[i]
-				ncmds += len(inst.Cmds)
-				if r.replyCommit {
-					r.replyAtCommit(inst)
-				}
-				r.exec.Add(*inst)
-			}
-			r.stats.committed.Add(uint64(len(rd.Committed)))
-			r.stats.committedCmds.Add(uint64(ncmds))
-			r.exec.Execute()
-			// Remember what must wait for dependencies: its commit time, for
-			// Reply.ExecDelayMicros, and the instance, for a snapshot install.
-			for i := range rd.Committed {
-				inst := &rd.Committed[i]
-				if !r.exec.Executed(inst.ID) {
-					if _, ok := r.waiting[inst.ID]; !ok {
-						w := waitInst{at: r.now, inst: *inst}
-						w.inst.Deps = slices.Clone(inst.Deps) // the engine reuses Deps after Advance
-						r.waiting[inst.ID] = w
-					}
-				}
-			}
-		}
-		// 4. Redirects.
-		for i := range rd.Redirect {
-			c := &rd.Redirect[i]
-			if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
-				p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect, Leader: rd.Leader})
-				r.stats.redirects.Add(1)
-			}
-		}
+		r.emit(rd.Messages, rd.Committed, rd.Redirect, rd.Leader)
 		// 5. Done.
 		r.eng.Advance(rd)
 	}
 	return nil
+}
+
+// emit does steps 2-4 of a Ready whose records are durable: messages, committed
+// instances (executed when executable, answering clients), redirects to leader.
+func (r *Replica) emit(msgs []protocol.Message, committed []protocol.Instance, redirect []protocol.Command, leader protocol.ReplicaID) {
+	r.now = time.Now()
+	// 2. Messages.
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Type == protocol.MsgSnapshot && !r.fillSnapshot(m) {
+			continue
+		}
+		r.tr.Send(*m)
+	}
+	r.stats.messages.Add(uint64(len(msgs)))
+	// 3. Committed instances to the executor; execute what is executable.
+	if len(committed) > 0 {
+		ncmds := 0
+		for i := range committed {
+			inst := &committed[i]
+			ncmds += len(inst.Cmds)
+			if r.replyCommit {
+				r.replyAtCommit(inst)
+			}
+			r.exec.Add(*inst)
+		}
+		r.stats.committed.Add(uint64(len(committed)))
+		r.stats.committedCmds.Add(uint64(ncmds))
+		r.exec.Execute()
+		// Remember what must wait for dependencies: its commit time, for
+		// Reply.ExecDelayMicros, and the instance, for a snapshot install.
+		for i := range committed {
+			inst := &committed[i]
+			if !r.exec.Executed(inst.ID) {
+				if _, ok := r.waiting[inst.ID]; !ok {
+					w := waitInst{at: r.now, inst: *inst}
+					w.inst.Deps = slices.Clone(inst.Deps) // the engine reuses Deps after Advance
+					r.waiting[inst.ID] = w
+				}
+			}
+		}
+	}
+	// 4. Redirects.
+	for i := range redirect {
+		c := &redirect[i]
+		if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
+			p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect, Leader: leader})
+			r.stats.redirects.Add(1)
+		}
+	}
 }
 
 // replyAtCommit answers blind writes of inst waiting here (reply_on_commit). The store
