@@ -7,9 +7,11 @@ import (
 )
 
 // Log is where the runtime makes a Ready's records durable before its messages leave
-// (protocol.Ready, step 1). The runtime calls Append once per Ready with every record of
-// that Ready, then Sync once: one fsync per Ready is the group commit. The file WAL (package
-// wal) implements it; MemLog and DiscardLog are the in-memory stand-ins.
+// (protocol.Ready, step 1). With a Log passed in Options.Log the runtime calls Append once
+// per Ready with every record of that Ready, then Sync once, and waits for it. The WAL in
+// Options.DataDir is used asynchronously instead (sync.go: the loop goes on while a group
+// committer fsyncs, and the Ready's outputs wait for it). MemLog and DiscardLog are the
+// in-memory stand-ins.
 //
 // Records passed to Append share memory with the engine, which may reuse it after the
 // Ready is advanced: an implementation that keeps records must copy them (an encoding WAL
