@@ -33,9 +33,9 @@ import (
 // overtake an earlier output. Only when nothing is held does such a Ready act at once.
 //
 // What is held, and how it is copied. The engine may reuse a Ready's memory after
-// Advance (protocol.Engine.Advance), and the engines do reuse the arrays of Messages,
-// Committed and Redirect and the Insts of commit batches, and may rewrite an instance's
-// own dependency vector. A held Ready therefore gets its own copy of every Message,
+// Advance (protocol.Engine.Advance): the engines do reuse the arrays of Persist, Messages,
+// Committed and Redirect, and the contract lets them reuse any of it (an instance's own
+// dependency vector, a batch's Insts). A held Ready therefore gets its own copy of every Message,
 // Instance (also inside Insts), Command of Redirect and Deps array, carved from slabs that
 // are reused once the Ready is released (Send encodes or clones at once; the executor and
 // the waiting map copy Deps). The arrays of Cmds and the bytes of commands and of Data are
