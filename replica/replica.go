@@ -1,9 +1,12 @@
 // Package replica is Parliament's runtime: the only layer with goroutines and I/O between
 // a replication engine (epaxos, multipaxos) and the world. One event loop per replica takes
 // peer messages, client requests and ticks, calls the engine, and for each Ready persists
-// its records (one Sync per Ready: group commit), sends its messages, hands committed
-// instances to the executor, applies executed commands to the key-value store and answers
-// the clients waiting at this replica (protocol.Ready documents the order).
+// its records, sends its messages, hands committed instances to the executor, applies
+// executed commands to the key-value store and answers the clients waiting at this replica
+// (protocol.Ready documents the order). With a data directory the fsync is pipelined
+// (sync.go): a Ready's records go to a group committer at once and its outputs are held
+// until the fsync that covers them ends, while the loop goes on stepping; one fsync covers
+// every Ready appended while the previous one ran.
 //
 // Batching adapts to load and never waits on a timer: every client request queued while
 // the loop handled the previous Ready goes into one Propose call, which the engines turn
@@ -103,7 +106,7 @@ type Stats struct {
 	Replies       uint64 // replies sent to clients of this replica
 	Redirects     uint64 // commands answered with a redirect
 	Readys        uint64 // non-empty Readys handled
-	Syncs         uint64 // Log.Sync calls (fsyncs when the log is durable)
+	Syncs         uint64 // fsyncs of the log in DataDir (its group committer's), else Log.Sync calls
 	Records       uint64 // records persisted
 	Messages      uint64 // messages sent
 	Suspected     uint64 // instances reported to the engine's Suspect
@@ -145,7 +148,7 @@ type Replica struct {
 	snapEvery uint64              // 0 = never
 	snapAt    uint64              // executed commands at the last snapshot
 	execLog   []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
-	wlog      *wal.Log            // the log in DataDir (nil without)
+	wlog      *wal.Log            // the log in DataDir (nil without); written by its group committer, read here only through logBytes
 	truncMin  uint64              // TruncateBytes
 	truncAt   uint64              // wlog's appended bytes after the last truncation
 	liveBytes uint64              // bytes the last truncation kept
