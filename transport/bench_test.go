@@ -15,8 +15,10 @@ import (
 	"github.com/parliament-lab/parliament/wire"
 )
 
-// benchMessage is an Accept whose Data carries size bytes of seeded random payload (as
-// incompressible as real values usually are).
+// benchMessage is an Accept whose Data carries size bytes of seeded random payload. The
+// benchmark sends this one message over and over, so with s2 the stream compresses about a
+// hundredfold (every payload matches the previous one) and s2's work is mostly copying its
+// matches; docs/transport.md gives what distinct incompressible payloads measure.
 func benchMessage(size int) protocol.Message {
 	rng := rand.New(rand.NewPCG(1, 2))
 	data := make([]byte, size)
