@@ -56,84 +56,10 @@ func cyclesWanted(t *testing.T) int {
 func TestCrashMultiPaxos(t *testing.T) { runCrash(t, config.MultiPaxos) }
 func TestCrashEPaxos(t *testing.T)     { runCrash(t, config.EPaxos) }
 
-// crashCluster runs durable replica processes that the test kills and restarts.
-type crashCluster struct {
-	t     *testing.T
-	bin   string
-	cfg   string
-	cl    *config.Cluster
-	mu    sync.Mutex
-	procs map[protocol.ReplicaID]*exec.Cmd
-	logs  map[protocol.ReplicaID]*syncBuffer // every incarnation's output, appended
-}
-
-func startCrashCluster(t *testing.T, proto string) *crashCluster {
-	bin := parliamentBin(t)
-	dir := t.TempDir()
-	base := freeBase(t, 3)
-	out, err := exec.Command(bin, "config", "--protocol", proto, "--replicas", "3",
-		"--port", strconv.Itoa(base), "--data", filepath.Join(dir, "data")).Output()
-	if err != nil {
-		t.Fatalf("parliament config: %v", err)
-	}
-	cfg := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(cfg, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cl, err := config.Load(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &crashCluster{t: t, bin: bin, cfg: cfg, cl: cl, procs: map[protocol.ReplicaID]*exec.Cmd{},
-		logs: map[protocol.ReplicaID]*syncBuffer{}}
-	for _, id := range cl.IDs() {
-		c.logs[id] = &syncBuffer{}
-		c.start(id)
-	}
-	t.Cleanup(func() {
-		for _, id := range cl.IDs() {
-			c.kill(id)
-		}
-		if t.Failed() {
-			for _, id := range cl.IDs() {
-				t.Logf("--- replica %d log (every incarnation) ---\n%s", id, c.logs[id])
-			}
-		}
-	})
-	return c
-}
-
-func (c *crashCluster) start(id protocol.ReplicaID) {
-	cmd := exec.Command(c.bin, "replica", "--config", c.cfg, "--id", strconv.Itoa(int(id)), "--snapshot-every", "500", "--truncate-bytes", "65536")
-	cmd.Stdout, cmd.Stderr = c.logs[id], c.logs[id]
-	if err := cmd.Start(); err != nil {
-		c.t.Fatal(err)
-	}
-	c.mu.Lock()
-	c.procs[id] = cmd
-	c.mu.Unlock()
-}
-
-// kill sends SIGKILL (no shutdown of any kind) and reaps the process.
-func (c *crashCluster) kill(id protocol.ReplicaID) {
-	c.mu.Lock()
-	cmd, ok := c.procs[id]
-	delete(c.procs, id)
-	c.mu.Unlock()
-	if !ok {
-		return
-	}
-	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
-}
-
-// alive reports whether the process of replica id is still running (it exits on a
-// refused recovery or a persistence error).
-func (c *crashCluster) alive(id protocol.ReplicaID) bool {
-	c.mu.Lock()
-	cmd := c.procs[id]
-	c.mu.Unlock()
-	return cmd != nil && cmd.ProcessState == nil
+// startCrashCluster runs 3 durable replica processes that snapshot and truncate often, for
+// the test to kill and restart.
+func startCrashCluster(t *testing.T, proto string) *procCluster {
+	return startProcs(t, proto, 3, "--snapshot-every", "500", "--truncate-bytes", "65536")
 }
 
 // history is the client history shared by the load goroutines.

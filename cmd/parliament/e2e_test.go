@@ -99,14 +99,17 @@ func freeBase(t *testing.T, n int) int {
 	return 0
 }
 
-// e2eCluster is a set of replica processes started from one generated cluster file.
-type e2eCluster struct {
+// procCluster is a set of replica processes started from one generated cluster file,
+// which a test can kill (SIGKILL) and start again.
+type procCluster struct {
 	t     *testing.T
 	bin   string
 	cfg   string
 	cl    *config.Cluster
+	args  []string // extra `parliament replica` flags
+	mu    sync.Mutex
 	procs map[protocol.ReplicaID]*exec.Cmd
-	logs  map[protocol.ReplicaID]*syncBuffer
+	logs  map[protocol.ReplicaID]*syncBuffer // every incarnation's output, appended
 }
 
 type syncBuffer struct {
@@ -126,7 +129,15 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startE2E(t *testing.T, proto string, n int) *e2eCluster {
+// startE2E runs n non-durable replica processes.
+func startE2E(t *testing.T, proto string, n int) *procCluster {
+	return startProcs(t, proto, n, "--durable=false")
+}
+
+// startProcs generates a cluster file of n replicas on free loopback ports and starts them
+// all with args; they are killed when the test ends, and their logs are printed if it
+// failed.
+func startProcs(t *testing.T, proto string, n int, args ...string) *procCluster {
 	bin := parliamentBin(t)
 	dir := t.TempDir()
 	base := freeBase(t, n)
@@ -143,46 +154,63 @@ func startE2E(t *testing.T, proto string, n int) *e2eCluster {
 	if err != nil {
 		t.Fatalf("generated config does not load: %v", err)
 	}
-	c := &e2eCluster{t: t, bin: bin, cfg: cfg, cl: cl, procs: map[protocol.ReplicaID]*exec.Cmd{}, logs: map[protocol.ReplicaID]*syncBuffer{}}
+	c := &procCluster{t: t, bin: bin, cfg: cfg, cl: cl, args: args,
+		procs: map[protocol.ReplicaID]*exec.Cmd{}, logs: map[protocol.ReplicaID]*syncBuffer{}}
 	for _, id := range cl.IDs() {
+		c.logs[id] = &syncBuffer{}
 		c.start(id)
 	}
 	t.Cleanup(func() {
-		for id := range c.procs {
+		for _, id := range cl.IDs() {
 			c.kill(id)
 		}
 		if t.Failed() {
 			for _, id := range cl.IDs() {
-				t.Logf("--- replica %d log ---\n%s", id, c.logs[id])
+				t.Logf("--- replica %d log (every incarnation) ---\n%s", id, c.logs[id])
 			}
 		}
 	})
 	return c
 }
 
-func (c *e2eCluster) start(id protocol.ReplicaID) {
-	cmd := exec.Command(c.bin, "replica", "--config", c.cfg, "--id", strconv.Itoa(int(id)), "--durable=false")
-	buf := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = buf, buf
+// start starts replica id's process (again).
+func (c *procCluster) start(id protocol.ReplicaID) {
+	args := append([]string{"replica", "--config", c.cfg, "--id", strconv.Itoa(int(id))}, c.args...)
+	cmd := exec.Command(c.bin, args...)
+	cmd.Stdout, cmd.Stderr = c.logs[id], c.logs[id]
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
-	c.procs[id], c.logs[id] = cmd, buf
+	c.mu.Lock()
+	c.procs[id] = cmd
+	c.mu.Unlock()
 }
 
-// kill sends SIGKILL to the replica process this test started, and reaps it.
-func (c *e2eCluster) kill(id protocol.ReplicaID) {
+// kill sends SIGKILL (no shutdown of any kind) to the replica process this test started,
+// and reaps it.
+func (c *procCluster) kill(id protocol.ReplicaID) {
+	c.mu.Lock()
 	cmd, ok := c.procs[id]
+	delete(c.procs, id)
+	c.mu.Unlock()
 	if !ok {
 		return
 	}
-	delete(c.procs, id)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 }
 
+// alive reports whether the process of replica id is still running (it exits on a
+// refused recovery or a persistence error).
+func (c *procCluster) alive(id protocol.ReplicaID) bool {
+	c.mu.Lock()
+	cmd := c.procs[id]
+	c.mu.Unlock()
+	return cmd != nil && cmd.ProcessState == nil
+}
+
 // client runs `parliament client` and returns its stdout, stderr and exit code.
-func (c *e2eCluster) client(replica protocol.ReplicaID, args ...string) (string, string, int) {
+func (c *procCluster) client(replica protocol.ReplicaID, args ...string) (string, string, int) {
 	all := []string{"client", "--config", c.cfg, "--timeout", "5s", "--attempt-timeout", "300ms"}
 	if replica != 0 {
 		all = append(all, "--replica", strconv.Itoa(int(replica)))
@@ -201,14 +229,14 @@ func (c *e2eCluster) client(replica protocol.ReplicaID, args ...string) (string,
 	return out.String(), errb.String(), code
 }
 
-func (c *e2eCluster) mustPut(replica protocol.ReplicaID, k, v string) {
+func (c *procCluster) mustPut(replica protocol.ReplicaID, k, v string) {
 	c.t.Helper()
 	if _, stderr, code := c.client(replica, "put", k, v); code != 0 {
 		c.t.Fatalf("put %s=%s at replica %d: exit %d: %s", k, v, replica, code, stderr)
 	}
 }
 
-func (c *e2eCluster) mustGet(replica protocol.ReplicaID, k, want string) {
+func (c *procCluster) mustGet(replica protocol.ReplicaID, k, want string) {
 	c.t.Helper()
 	out, stderr, code := c.client(replica, "get", k)
 	if code != 0 || out != want+"\n" {
@@ -217,7 +245,7 @@ func (c *e2eCluster) mustGet(replica protocol.ReplicaID, k, want string) {
 }
 
 // waitReady waits until a write through each replica succeeds.
-func (c *e2eCluster) waitReady() {
+func (c *procCluster) waitReady() {
 	c.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for _, id := range c.cl.IDs() {
@@ -237,9 +265,15 @@ func (c *e2eCluster) waitReady() {
 var leaderRE = regexp.MustCompile(`msg="leader changed" replica=(\d+) leader=(\d+)`)
 
 // leader returns the leader the replicas' logs agree on last.
-func (c *e2eCluster) leader() protocol.ReplicaID {
+func (c *procCluster) leader() protocol.ReplicaID {
 	votes := map[string]int{}
+	c.mu.Lock()
+	running := make([]protocol.ReplicaID, 0, len(c.procs))
 	for id := range c.procs {
+		running = append(running, id)
+	}
+	c.mu.Unlock()
+	for _, id := range running {
 		m := leaderRE.FindAllStringSubmatch(c.logs[id].String(), -1)
 		if len(m) > 0 {
 			votes[m[len(m)-1][2]]++
