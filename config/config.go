@@ -82,6 +82,10 @@ type Cluster struct {
 	// TruncateBytes is how much the write-ahead log may grow before a snapshot also
 	// truncates it and is written to a snapshot file; 0 = the runtime default (64 MiB).
 	TruncateBytes int64 `yaml:"truncate_bytes,omitempty"`
+	// MaxFrame is the largest message, in bytes, a replica sends to or accepts from a peer
+	// or client; 0 = 16 MiB. A state-machine snapshot sent to a lagging replica travels as
+	// one message, so a large key space needs a larger value.
+	MaxFrame int64 `yaml:"max_frame,omitempty"`
 	// Compress asks for s2 compression on peer connections.
 	Compress bool `yaml:"compress,omitempty"`
 	// Secret, when set, is proved (HMAC) in every handshake.

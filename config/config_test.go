@@ -114,6 +114,8 @@ func TestInvalid(t *testing.T) {
 		{"negative window", "cluster_id: 1\nprotocol: multipaxos\nwindow: -5\n" + three, []string{"window", "-5"}},
 		{"negative recovery", "cluster_id: 1\nprotocol: epaxos\nrecovery_ticks: -5\n" + three, []string{"recovery_ticks", "-5"}},
 		{"negative truncate_bytes", "cluster_id: 1\nprotocol: epaxos\ntruncate_bytes: -1\n" + three, []string{"truncate_bytes", "-1"}},
+		{"max_frame too small", "cluster_id: 1\nprotocol: epaxos\nmax_frame: 1000\n" + three, []string{"max_frame", "1000", "64 KiB"}},
+		{"max_frame too large", "cluster_id: 1\nprotocol: epaxos\nmax_frame: 4294967296\n" + three, []string{"max_frame", "4294967296", "1 GiB"}},
 		{"heartbeat not below election", "cluster_id: 1\nprotocol: multipaxos\nelection_ticks: 4\nheartbeat_ticks: 4\n" + three, []string{"heartbeat_ticks", "4", "election_ticks (4)"}},
 		{"election one", "cluster_id: 1\nprotocol: multipaxos\nelection_ticks: 1\n" + three, []string{"election_ticks", "at least 2"}},
 	}
@@ -203,3 +205,19 @@ func TestLoad(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// max_frame is read in bytes; left out it is 0 (the transport's 16 MiB).
+func TestMaxFrame(t *testing.T) {
+	const three = `replicas: [{id: 1, address: "127.0.0.1:7000", site: CA}, {id: 2, address: "127.0.0.1:7001", site: VA}, {id: 3, address: "127.0.0.1:7002", site: OR}]`
+	cl, err := Parse([]byte("cluster_id: 1\nprotocol: epaxos\nmax_frame: 268435456\n" + three))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.MaxFrame != 256<<20 {
+		t.Fatalf("max_frame = %d, want %d", cl.MaxFrame, 256<<20)
+	}
+	cl, err = Parse([]byte("cluster_id: 1\nprotocol: epaxos\n" + three))
+	if err != nil || cl.MaxFrame != 0 {
+		t.Fatalf("without max_frame: %v, MaxFrame %d; want 0", err, cl.MaxFrame)
+	}
+}

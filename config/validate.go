@@ -26,6 +26,13 @@ func fieldError(field string, value any, problem, fix string) error {
 	return fmt.Errorf("%w: %s: %v %s; %s", ErrInvalid, field, value, problem, fix)
 }
 
+// Bounds of max_frame: below 64 KiB ordinary batches would not fit; a frame length is a
+// uint32 on the wire, and a GiB is already more than a replica should hold twice.
+const (
+	MinMaxFrame = 64 << 10
+	MaxMaxFrame = 1 << 30
+)
+
 // CheckAddress reports why addr is not a usable host:port, or nil.
 func CheckAddress(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
@@ -118,6 +125,10 @@ func (c *Cluster) Validate() error {
 		if k.v < 0 {
 			return fieldError(k.name, k.v, "is negative", "use a positive number, or leave it out for the engine default")
 		}
+	}
+	if c.MaxFrame != 0 && (c.MaxFrame < MinMaxFrame || c.MaxFrame > MaxMaxFrame) {
+		return fieldError("max_frame", c.MaxFrame, fmt.Sprintf("is outside %d (64 KiB) to %d (1 GiB)", MinMaxFrame, MaxMaxFrame),
+			"give the largest message in bytes, e.g. 268435456 for 256 MiB, or leave it out for 16 MiB")
 	}
 	if c.TruncateBytes < 0 {
 		return fieldError("truncate_bytes", c.TruncateBytes, "is negative", "use a number of bytes (1 = truncate at every snapshot), or leave it out for 64 MiB")

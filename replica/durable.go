@@ -12,6 +12,7 @@ import (
 	"github.com/parliament-lab/parliament/kv"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/wal"
+	"github.com/parliament-lab/parliament/wire"
 )
 
 // DefaultSnapshotEvery is the default number of executed commands between state-machine
@@ -263,8 +264,31 @@ func (r *Replica) fillSnapshot(m *protocol.Message) bool {
 			"to", m.To, "engine", fmt.Sprint(m.Deps), "have", fmt.Sprint(r.snap.frontier))
 		return false
 	}
+	if limit := r.maxFrame(); len(r.snap.data)+snapshotOverhead > limit {
+		// The transport would refuse the frame; say why, and what to change, once per
+		// snapshot rather than at every retry.
+		if r.snapTooLarge != len(r.snap.data) {
+			r.snapTooLarge = len(r.snap.data)
+			r.log.Warn("cannot send a snapshot: larger than max_frame; raise max_frame in the cluster file",
+				"to", m.To, "snapshot_bytes", len(r.snap.data), "max_frame", limit)
+		}
+		return false
+	}
 	m.Data = r.snap.data // never modified: shared by every message that carries it
 	return true
+}
+
+// snapshotOverhead bounds what a MsgSnapshot adds to its Data on the wire (header, ballot,
+// index, frontier of a few replicas).
+const snapshotOverhead = 4 << 10
+
+// maxFrame is the largest frame the transport sends: the cluster's max_frame, or the
+// wire default.
+func (r *Replica) maxFrame() int {
+	if r.cl.MaxFrame > 0 {
+		return int(r.cl.MaxFrame)
+	}
+	return wire.DefaultMaxFrame
 }
 
 // installSnapshot prepares the runtime for Step(m) of a MsgSnapshot: when the engine will

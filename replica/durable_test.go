@@ -1,8 +1,10 @@
 package replica
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -420,5 +422,37 @@ func TestRestartBetweenTruncations(t *testing.T) {
 				readKeys(t, c.rs[id], 10+uint64(id), acked)
 			}
 		})
+	}
+}
+
+// A snapshot larger than max_frame is not handed to the transport (which would refuse the
+// frame with a generic error at every retry): the replica says once why and what to change,
+// and sends snapshots that fit.
+func TestSnapshotLargerThanMaxFrame(t *testing.T) {
+	var logs bytes.Buffer
+	r := &Replica{
+		cl:  &config.Cluster{MaxFrame: config.MinMaxFrame},
+		log: slog.New(slog.NewTextHandler(&logs, nil)),
+	}
+	frontier := []protocol.InstanceID{{Replica: 1, Num: 7}}
+	r.snap = snapshot{frontier: frontier, data: make([]byte, config.MinMaxFrame)}
+	for range 3 {
+		m := protocol.Message{Type: protocol.MsgSnapshot, To: 2, Deps: frontier}
+		if r.fillSnapshot(&m) || m.Data != nil {
+			t.Fatalf("a %d-byte snapshot was filled in under max_frame %d", len(r.snap.data), config.MinMaxFrame)
+		}
+	}
+	if n := strings.Count(logs.String(), "raise max_frame"); n != 1 {
+		t.Fatalf("logged the max_frame hint %d times, want once:\n%s", n, logs.String())
+	}
+	r.snap.data = make([]byte, 1000)
+	m := protocol.Message{Type: protocol.MsgSnapshot, To: 2, Deps: frontier}
+	if !r.fillSnapshot(&m) || len(m.Data) != 1000 {
+		t.Fatalf("a snapshot that fits was not filled in")
+	}
+	r.cl.MaxFrame = 0 // the default, 16 MiB
+	r.snap.data = make([]byte, config.MinMaxFrame)
+	if !r.fillSnapshot(&protocol.Message{Type: protocol.MsgSnapshot, To: 2, Deps: frontier}) {
+		t.Fatalf("a 64 KiB snapshot was refused under the default max_frame")
 	}
 }

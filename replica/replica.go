@@ -141,17 +141,18 @@ type Replica struct {
 	store  *kv.Store
 
 	// Durability (durable.go).
-	disk      *snapDir           // snapshot files; nil without DataDir
-	compactor protocol.Compactor // nil when the engine cannot forget instances
-	rows      []protocol.ReplicaID
-	snap      snapshot            // the latest state-machine snapshot (taken or installed)
-	snapEvery uint64              // 0 = never
-	snapAt    uint64              // executed commands at the last snapshot
-	execLog   []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
-	wlog      *wal.Log            // the log in DataDir (nil without); written by its group committer, read here only through logBytes
-	truncMin  uint64              // TruncateBytes
-	truncAt   uint64              // wlog's appended bytes after the last truncation
-	liveBytes uint64              // bytes the last truncation kept
+	disk         *snapDir           // snapshot files; nil without DataDir
+	compactor    protocol.Compactor // nil when the engine cannot forget instances
+	rows         []protocol.ReplicaID
+	snap         snapshot            // the latest state-machine snapshot (taken or installed)
+	snapTooLarge int                 // size of the last snapshot too large to send (logged once)
+	snapEvery    uint64              // 0 = never
+	snapAt       uint64              // executed commands at the last snapshot
+	execLog      []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
+	wlog         *wal.Log            // the log in DataDir (nil without); written by its group committer, read here only through logBytes
+	truncMin     uint64              // TruncateBytes
+	truncAt      uint64              // wlog's appended bytes after the last truncation
+	liveBytes    uint64              // bytes the last truncation kept
 
 	in inbox // client requests, filled by connection goroutines
 
@@ -290,6 +291,7 @@ func start(opts Options) (*Replica, error) {
 			Peers:     cl.Addresses(),
 			Secret:    secretBytes(cl.Secret),
 			Compress:  cl.Compress,
+			MaxFrame:  int(cl.MaxFrame),
 			Logger:    base,
 			OnClient:  r.onClient,
 		})
