@@ -79,13 +79,16 @@ type extRun struct {
 // submit sends ec's next command. Its latency counts from start, or from now when start is
 // zero (closed loop).
 func (x *extRun) submit(ec *extClient, start time.Time) {
+	// The generator reuses its key and value buffers at the next Next, which another
+	// goroutine (the client's callback, the scheduler) may call as soon as mu is free: copy
+	// them under mu.
 	ec.mu.Lock()
 	op := ec.gen.Next()
-	ec.mu.Unlock()
-	cmd := protocol.Command{Op: protocol.OpPut, Key: append([]byte(nil), op.Key...), Value: op.Value}
-	if op.Read {
-		cmd.Op, cmd.Value = protocol.OpGet, nil
+	cmd := protocol.Command{Op: protocol.OpGet, Key: append([]byte(nil), op.Key...)}
+	if !op.Read {
+		cmd.Op, cmd.Value = protocol.OpPut, append([]byte(nil), op.Value...)
 	}
+	ec.mu.Unlock()
 	if start.IsZero() {
 		start = time.Now()
 	}
