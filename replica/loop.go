@@ -308,8 +308,8 @@ func (r *Replica) emit(msgs []protocol.Message, committed []protocol.Instance, r
 	for i := range redirect {
 		c := &redirect[i]
 		if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
+			r.stats.redirects.Add(1) // first: a client that got its reply sees it counted
 			p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultRedirect, Leader: leader})
-			r.stats.redirects.Add(1)
 		}
 	}
 }
@@ -323,8 +323,8 @@ func (r *Replica) replyAtCommit(inst *protocol.Instance) {
 			continue
 		}
 		if p, ok := r.pending.take(c.ClientID, c.Seq); ok {
+			r.stats.replies.Add(1) // first: a client that got its reply sees it counted
 			p.to.Reply(protocol.Reply{ClientID: c.ClientID, Seq: c.Seq, Result: protocol.ResultOK})
-			r.stats.replies.Add(1)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -65,19 +66,23 @@ func parliamentBin(t *testing.T) string {
 	return binPath
 }
 
-// freeBase returns a port p such that p..p+n-1 are free on 127.0.0.1.
+// freeBase returns a port p such that p..p+n-1 are free on 127.0.0.1. It looks below the
+// kernel's ephemeral range (ip_local_port_range): a port there is never handed to a
+// listener or dialer of another test asking for port 0, which can take a port of the
+// ephemeral range between this check and the replica's own bind (packages test in
+// parallel).
 func freeBase(t *testing.T, n int) int {
 	t.Helper()
-	for try := 0; try < 50; try++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	lo, hi := 10000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v-n > lo {
+				hi = v
+			}
 		}
-		base := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if base+n > 65535 {
-			continue
-		}
+	}
+	for try := 0; try < 200; try++ {
+		base := lo + rand.IntN(hi-lo-n)
 		ok := true
 		var ls []net.Listener
 		for i := 0; i < n && ok; i++ {
