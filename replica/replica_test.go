@@ -2,7 +2,6 @@ package replica
 
 import (
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/transport"
 )
@@ -33,13 +33,9 @@ func testCluster(t testing.TB, proto string, n int) *config.Cluster {
 // freePorts rewrites the cluster's addresses to free loopback ports.
 func freePorts(t testing.TB, cl *config.Cluster) {
 	t.Helper()
+	base := testnet.FreeBase(t, len(cl.Replicas))
 	for i := range cl.Replicas {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cl.Replicas[i].Address = l.Addr().String()
-		l.Close()
+		cl.Replicas[i].Address = "127.0.0.1:" + strconv.Itoa(base+i)
 	}
 }
 

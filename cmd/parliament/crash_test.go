@@ -33,6 +33,7 @@ import (
 	"github.com/parliament-lab/parliament/check"
 	"github.com/parliament-lab/parliament/client"
 	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/wal"
 )
@@ -329,7 +330,7 @@ func verifyAcked(t *testing.T, cli *client.Client, acked map[string]string, cycl
 func TestReplicaRecoveryReports(t *testing.T) {
 	bin := parliamentBin(t)
 	dir := t.TempDir()
-	base := freeBase(t, 3)
+	base := testnet.FreeBase(t, 3)
 	out, err := exec.Command(bin, "config", "--replicas", "3", "--port", strconv.Itoa(base), "--data", filepath.Join(dir, "data")).Output()
 	if err != nil {
 		t.Fatal(err)

@@ -9,8 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/parliament-lab/parliament/client"
 	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/protocol"
 )
 
@@ -64,44 +63,6 @@ func parliamentBin(t *testing.T) string {
 		t.Fatal(binErr)
 	}
 	return binPath
-}
-
-// freeBase returns a port p such that p..p+n-1 are free on 127.0.0.1. It looks below the
-// kernel's ephemeral range (ip_local_port_range): a port there is never handed to a
-// listener or dialer of another test asking for port 0, which can take a port of the
-// ephemeral range between this check and the replica's own bind (packages test in
-// parallel).
-func freeBase(t *testing.T, n int) int {
-	t.Helper()
-	lo, hi := 10000, 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v-n > lo {
-				hi = v
-			}
-		}
-	}
-	for try := 0; try < 200; try++ {
-		base := lo + rand.IntN(hi-lo-n)
-		ok := true
-		var ls []net.Listener
-		for i := 0; i < n && ok; i++ {
-			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no run of free ports")
-	return 0
 }
 
 // procCluster is a set of replica processes started from one generated cluster file,
@@ -145,7 +106,7 @@ func startE2E(t *testing.T, proto string, n int) *procCluster {
 func startProcs(t *testing.T, proto string, n int, args ...string) *procCluster {
 	bin := parliamentBin(t)
 	dir := t.TempDir()
-	base := freeBase(t, n)
+	base := testnet.FreeBase(t, n)
 	out, err := exec.Command(bin, "config", "--protocol", proto, "--replicas", strconv.Itoa(n),
 		"--port", strconv.Itoa(base), "--data", filepath.Join(dir, "data")).Output()
 	if err != nil {
@@ -500,7 +461,7 @@ func TestCLIErrors(t *testing.T) {
 		os.WriteFile(p, []byte(body), 0o600)
 		return p
 	}
-	base := freeBase(t, 3)
+	base := testnet.FreeBase(t, 3)
 	good, err := exec.Command(bin, "config", "--replicas", "3", "--port", strconv.Itoa(base)).Output()
 	if err != nil {
 		t.Fatal(err)
