@@ -58,7 +58,7 @@ func newReplicaExec() *replicaExec {
 
 func (re *replicaExec) hasInst(id protocol.InstanceID) bool {
 	s := re.inst[id.Replica]
-	return s != nil && s.has(id.Num)
+	return s != nil && s.Has(id.Num)
 }
 
 func (re *replicaExec) addInst(id protocol.InstanceID) {
@@ -67,7 +67,7 @@ func (re *replicaExec) addInst(id protocol.InstanceID) {
 		s = &numSet{}
 		re.inst[id.Replica] = s
 	}
-	if s.add(id.Num) {
+	if s.Add(id.Num) {
 		re.nInst++
 	}
 }
@@ -78,12 +78,12 @@ func (re *replicaExec) addCmd(id CmdID) {
 		s = &numSet{}
 		re.cmds[id.ClientID] = s
 	}
-	s.add(id.Seq)
+	s.Add(id.Seq)
 }
 
 func (re *replicaExec) hasCmd(id CmdID) bool {
 	s := re.cmds[id.ClientID]
-	return s != nil && s.has(id.Seq)
+	return s != nil && s.Has(id.Seq)
 }
 
 // ReplicaChecker checks, as a run goes, that replicas agree: every instance (or slot) is
@@ -236,7 +236,7 @@ func (a *ReplicaChecker) Executed(r protocol.ReplicaID, inst *protocol.Instance)
 	}
 	re := a.replica(r)
 	if re.hasInst(inst.ID) {
-		if s := re.before[inst.ID.Replica]; s != nil && s.has(inst.ID.Num) &&
+		if s := re.before[inst.ID.Replica]; s != nil && s.Has(inst.ID.Num) &&
 			!Covers(re.restoredAt, inst.ID) && !re.reexec[inst.ID] {
 			if re.reexec == nil {
 				re.reexec = map[protocol.InstanceID]bool{}

@@ -38,8 +38,8 @@ func (st *ExecState) Key() string {
 		s := st.inst[r]
 		b = strconv.AppendUint(b, uint64(r), 10)
 		b = append(b, ':')
-		b = strconv.AppendUint(b, s.prefix, 10)
-		for _, n := range s.above {
+		b = strconv.AppendUint(b, s.Prefix, 10)
+		for _, n := range s.Above {
 			b = append(b, ',')
 			b = strconv.AppendUint(b, n, 10)
 		}
@@ -64,10 +64,10 @@ func Covers(f []protocol.InstanceID, id protocol.InstanceID) bool {
 func (a *ReplicaChecker) Snapshot(r protocol.ReplicaID, frontier []protocol.InstanceID) (*ExecState, *Violation) {
 	re := a.replica(r)
 	for _, d := range frontier {
-		if s := re.inst[d.Replica]; d.Num > 0 && (s == nil || s.prefix < d.Num) {
+		if s := re.inst[d.Replica]; d.Num > 0 && (s == nil || s.Prefix < d.Num) {
 			have := uint64(0)
 			if s != nil {
-				have = s.prefix
+				have = s.Prefix
 			}
 			return nil, &Violation{Property: Agreement, Detail: fmt.Sprintf(
 				"replica %d snapshots at frontier %v but has executed row %d only up to %d", r, frontier, d.Replica, have)}
@@ -115,17 +115,17 @@ func (a *ReplicaChecker) Restored(r protocol.ReplicaID, st *ExecState, kept func
 		}
 		// Compare number by number above what both surely hold: the sets are small
 		// above their common prefix.
-		from := min(mine.prefix, theirs.prefix) + 1
-		for n := from; n <= mine.prefix && len(lost) <= 8; n++ {
-			if id := (protocol.InstanceID{Replica: row, Num: n}); !theirs.has(n) && lostIf(id) {
+		from := min(mine.Prefix, theirs.Prefix) + 1
+		for n := from; n <= mine.Prefix && len(lost) <= 8; n++ {
+			if id := (protocol.InstanceID{Replica: row, Num: n}); !theirs.Has(n) && lostIf(id) {
 				lost = append(lost, id.String())
 			}
 		}
-		for _, n := range mine.above {
+		for _, n := range mine.Above {
 			if len(lost) > 8 {
 				break
 			}
-			if id := (protocol.InstanceID{Replica: row, Num: n}); !theirs.has(n) && lostIf(id) {
+			if id := (protocol.InstanceID{Replica: row, Num: n}); !theirs.Has(n) && lostIf(id) {
 				lost = append(lost, id.String())
 			}
 		}

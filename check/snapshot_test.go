@@ -11,23 +11,23 @@ import (
 func TestNumSet(t *testing.T) {
 	var s numSet
 	for _, n := range []uint64{3, 1, 5, 2, 3, 4} {
-		s.add(n)
+		s.Add(n)
 	}
-	if s.prefix != 5 || len(s.above) != 0 || s.len() != 5 {
+	if s.Prefix != 5 || len(s.Above) != 0 || s.Len() != 5 {
 		t.Fatalf("after 1..5 in any order: %+v", s)
 	}
-	if s.add(2) {
+	if s.Add(2) {
 		t.Fatal("add of a member reported new")
 	}
-	s.add(9)
-	s.add(7)
-	c := s.clone()
-	s.add(8)
-	if !s.has(8) || c.has(8) || !c.has(9) || c.has(6) || c.len() != 7 {
+	s.Add(9)
+	s.Add(7)
+	c := s.Clone()
+	s.Add(8)
+	if !s.Has(8) || c.Has(8) || !c.Has(9) || c.Has(6) || c.Len() != 7 {
 		t.Fatalf("clone shares memory or loses members: s=%+v c=%+v", s, *c)
 	}
-	s.add(6)
-	if s.prefix != 9 || len(s.above) != 0 {
+	s.Add(6)
+	if s.Prefix != 9 || len(s.Above) != 0 {
 		t.Fatalf("filling the gap should absorb the runs: %+v", s)
 	}
 }

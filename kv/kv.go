@@ -27,6 +27,7 @@ import (
 	"cmp"
 	"slices"
 
+	"github.com/parliament-lab/parliament/internal/prefixset"
 	"github.com/parliament-lab/parliament/protocol"
 )
 
@@ -44,9 +45,8 @@ type Store struct {
 type entry struct{ v []byte }
 
 type session struct {
-	prefix uint64   // 1..prefix executed
-	above  []uint64 // executed numbers above prefix+1, sorted
-	cache  []cached // CAS replies of the highest-numbered CAS commands, sorted by seq
+	executed prefixset.Set // the executed sequence numbers
+	cache    []cached      // CAS replies of the highest-numbered CAS commands, sorted by seq
 }
 
 type cached struct {
@@ -58,32 +58,6 @@ type cached struct {
 // New returns an empty store.
 func New() *Store {
 	return &Store{data: make(map[string]*entry), sessions: make(map[uint64]*session)}
-}
-
-func (s *session) executed(seq uint64) bool {
-	if seq <= s.prefix {
-		return true
-	}
-	_, ok := slices.BinarySearch(s.above, seq)
-	return ok
-}
-
-// markExecuted records seq (not yet executed) as executed.
-func (s *session) markExecuted(seq uint64) {
-	if seq == s.prefix+1 {
-		s.prefix = seq
-		i := 0
-		for i < len(s.above) && s.above[i] == s.prefix+1 {
-			s.prefix++
-			i++
-		}
-		if i > 0 {
-			s.above = append(s.above[:0], s.above[i:]...)
-		}
-		return
-	}
-	i, _ := slices.BinarySearch(s.above, seq)
-	s.above = slices.Insert(s.above, i, seq)
 }
 
 // cacheReply keeps the reply of CAS seq if it is among the MaxCachedReplies highest CAS
@@ -147,7 +121,7 @@ func (s *Store) Apply(cmd *protocol.Command) protocol.Reply {
 			sess = &session{}
 			s.sessions[cmd.ClientID] = sess
 		}
-		if sess.executed(cmd.Seq) {
+		if !sess.executed.Add(cmd.Seq) { // a duplicate: executed before
 			switch cmd.Op {
 			case protocol.OpGet:
 				s.get(cmd, &rep) // re-executed: still linearizable
@@ -162,7 +136,6 @@ func (s *Store) Apply(cmd *protocol.Command) protocol.Reply {
 			}
 			return rep
 		}
-		sess.markExecuted(cmd.Seq)
 	}
 	switch cmd.Op {
 	case protocol.OpGet:

@@ -179,13 +179,13 @@ func TestSessionCompact(t *testing.T) {
 		c := put(7, seq, "k", "v")
 		s.Apply(&c)
 	}
-	if sess := s.sessions[7]; sess.prefix != 0 || len(sess.above) != 4 {
-		t.Fatalf("prefix %d above %v", sess.prefix, sess.above)
+	if sess := s.sessions[7]; sess.executed.Prefix != 0 || len(sess.executed.Above) != 4 {
+		t.Fatalf("prefix %d above %v", sess.executed.Prefix, sess.executed.Above)
 	}
 	c := put(7, 1, "k", "v")
 	s.Apply(&c)
-	if sess := s.sessions[7]; sess.prefix != 5 || len(sess.above) != 0 {
-		t.Fatalf("prefix %d above %v, want 5 and none", sess.prefix, sess.above)
+	if sess := s.sessions[7]; sess.executed.Prefix != 5 || len(sess.executed.Above) != 0 {
+		t.Fatalf("prefix %d above %v, want 5 and none", sess.executed.Prefix, sess.executed.Above)
 	}
 }
 

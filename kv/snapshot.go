@@ -46,7 +46,7 @@ func (s *Store) Snapshot() []byte {
 	ids := make([]uint64, 0, len(s.sessions))
 	for id, sess := range s.sessions {
 		ids = append(ids, id)
-		size += 16 + 2*len(sess.above) + 24*len(sess.live())
+		size += 16 + 2*len(sess.executed.Above) + 24*len(sess.live())
 	}
 	slices.Sort(ids)
 
@@ -65,10 +65,10 @@ func (s *Store) Snapshot() []byte {
 	for _, id := range ids {
 		sess := s.sessions[id]
 		b = binary.AppendUvarint(b, id)
-		b = binary.AppendUvarint(b, sess.prefix)
-		b = binary.AppendUvarint(b, uint64(len(sess.above)))
-		prev := sess.prefix + 1
-		for _, n := range sess.above {
+		b = binary.AppendUvarint(b, sess.executed.Prefix)
+		b = binary.AppendUvarint(b, uint64(len(sess.executed.Above)))
+		prev := sess.executed.Prefix + 1
+		for _, n := range sess.executed.Above {
 			b = binary.AppendUvarint(b, n-prev)
 			prev = n
 		}
@@ -203,7 +203,7 @@ func (d *decoder) decode() (map[string]*entry, map[uint64]*session, error) {
 		}
 		prevID = id
 		sess := &session{}
-		if sess.prefix, err = d.uvarint("prefix"); err != nil {
+		if sess.executed.Prefix, err = d.uvarint("prefix"); err != nil {
 			return nil, nil, err
 		}
 		nAbove, err := d.count("executed count", 1)
@@ -211,10 +211,10 @@ func (d *decoder) decode() (map[string]*entry, map[uint64]*session, error) {
 			return nil, nil, err
 		}
 		if nAbove > 0 {
-			sess.above = make([]uint64, nAbove)
+			sess.executed.Above = make([]uint64, nAbove)
 		}
-		prev := sess.prefix + 1
-		for j := range sess.above {
+		prev := sess.executed.Prefix + 1
+		for j := range sess.executed.Above {
 			delta, err := d.uvarint("executed number")
 			if err != nil {
 				return nil, nil, err
@@ -223,7 +223,7 @@ func (d *decoder) decode() (map[string]*entry, map[uint64]*session, error) {
 				return nil, nil, fmt.Errorf("client %d: executed numbers not increasing above prefix+1", id)
 			}
 			prev += delta
-			sess.above[j] = prev
+			sess.executed.Above[j] = prev
 		}
 		nCache, err := d.count("cached reply count", 3)
 		if err != nil {
@@ -240,7 +240,7 @@ func (d *decoder) decode() (map[string]*entry, map[uint64]*session, error) {
 			if c.seq, err = d.uvarint("cached seq"); err != nil {
 				return nil, nil, err
 			}
-			if (j > 0 && c.seq <= sess.cache[j-1].seq) || !sess.executed(c.seq) {
+			if (j > 0 && c.seq <= sess.cache[j-1].seq) || !sess.executed.Has(c.seq) {
 				return nil, nil, fmt.Errorf("client %d: cached reply %d not increasing or never executed", id, c.seq)
 			}
 			if d.off >= len(d.b) {
