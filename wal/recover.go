@@ -156,11 +156,5 @@ func truncateFile(path string, size int64, noSync bool) error {
 		f.Close()
 		return err
 	}
-	if !noSync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	return f.Close()
+	return syncClose(f, noSync)
 }

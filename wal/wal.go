@@ -282,6 +282,11 @@ func WriteFileSync(path string, b []byte, noSync bool) error {
 		f.Close()
 		return err
 	}
+	return syncClose(f, noSync)
+}
+
+// syncClose fsyncs f (unless noSync) and closes it, reporting the first error.
+func syncClose(f *os.File, noSync bool) error {
 	if !noSync {
 		if err := f.Sync(); err != nil {
 			f.Close()
