@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/parliament-lab/parliament/config"
-	"github.com/parliament-lab/parliament/epaxos"
-	"github.com/parliament-lab/parliament/multipaxos"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/replica"
 	"github.com/parliament-lab/parliament/transport"
@@ -162,7 +160,14 @@ func startCluster(o clusterOptions) (*cluster, error) {
 		r, err := replica.Start(replica.Options{
 			Cluster: cl, ID: id, Transport: c.counters[i], DataDir: dataDir, Seed: o.seed*31 + int64(id), Logger: logger,
 			NewEngine: func(pc protocol.Config) (protocol.Engine, error) {
-				return newEngine(cl, pc, rank, leaderID)
+				// Two benchmark choices beyond the cluster file: EPaxos ranks peers by the
+				// benchmark's own matrix (not only the built-in one), and Multi-Paxos gets
+				// the --leader site's replica as its PreferredLeader, which campaigns one
+				// tick after the start while every other replica waits its full election
+				// timeout (at least 50 ticks in-process, see electionTicks), so it wins the
+				// first election. Later elections (after a crash) are the normal randomized
+				// ones.
+				return replica.NewEngineWith(cl, pc, replica.EngineChoices{LatencyRank: rank, PreferredLeader: leaderID})
 			},
 		})
 		if err != nil {
@@ -175,48 +180,6 @@ func startCluster(o clusterOptions) (*cluster, error) {
 		c.replicas[i] = r
 	}
 	return c, nil
-}
-
-// newEngine builds the engine like replica.NewEngine does from the cluster file, with two
-// benchmark-specific choices: EPaxos ranks peers by the benchmark's own matrix (not only
-// the built-in one), and Multi-Paxos gets the --leader site's replica as its
-// PreferredLeader, which campaigns one tick after the start while every other replica
-// waits its full election timeout (at least 50 ticks in-process, see electionTicks), so
-// it wins the first election. Later elections (after a crash) are the normal randomized
-// ones.
-func newEngine(cl *config.Cluster, pc protocol.Config, rank []protocol.ReplicaID, leader protocol.ReplicaID) (protocol.Engine, error) {
-	switch cl.Protocol {
-	case config.EPaxos:
-		c := epaxos.DefaultConfig()
-		c.Config = pc
-		c.Thrifty = cl.Thrifty
-		if cl.RecoveryTicks > 0 {
-			c.RecoveryTicks = cl.RecoveryTicks
-		}
-		if cl.Batch > 0 {
-			c.MaxBatch = cl.Batch
-		}
-		c.LatencyRank = rank
-		return epaxos.New(c)
-	case config.MultiPaxos:
-		c := multipaxos.DefaultConfig()
-		c.Config = pc
-		if cl.ElectionTicks > 0 {
-			c.ElectionTicks = cl.ElectionTicks
-		}
-		if cl.HeartbeatTicks > 0 {
-			c.HeartbeatTicks = cl.HeartbeatTicks
-		}
-		if cl.Window > 0 {
-			c.Window = cl.Window
-		}
-		if cl.Batch > 0 {
-			c.MaxBatch = cl.Batch
-		}
-		c.PreferredLeader = leader
-		return multipaxos.New(c)
-	}
-	return nil, fmt.Errorf("bench: unknown protocol %q", cl.Protocol)
 }
 
 // latencyRank orders id's peers closest first by the matrix (ties by ID).

@@ -13,24 +13,39 @@ import (
 // NewEngine builds the engine the cluster file names, with its knobs (zero = the engine's
 // default).
 func NewEngine(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error) {
+	return NewEngineWith(cl, pc, EngineChoices{})
+}
+
+// EngineChoices are what a caller may decide beyond the cluster file (the benchmark does).
+type EngineChoices struct {
+	// LatencyRank orders the EPaxos peers closest first; nil = LatencyRank(cl, id), by the
+	// built-in WAN matrix.
+	LatencyRank []protocol.ReplicaID
+	// PreferredLeader campaigns first for Multi-Paxos leadership; 0 = none.
+	PreferredLeader protocol.ReplicaID
+}
+
+// NewEngineWith is NewEngine with ch.
+func NewEngineWith(cl *config.Cluster, pc protocol.Config, ch EngineChoices) (protocol.Engine, error) {
 	if mk, ok := engines[cl.Protocol]; ok {
-		return mk(cl, pc)
+		return mk(cl, pc, ch)
 	}
 	return nil, fmt.Errorf("unknown protocol %q", cl.Protocol)
 }
 
 // engines builds an engine per protocol name (one file per protocol).
-var engines = map[string]func(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error){
+var engines = map[string]func(cl *config.Cluster, pc protocol.Config, ch EngineChoices) (protocol.Engine, error){
 	config.MultiPaxos: newMultiPaxos,
 }
 
-func newMultiPaxos(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error) {
+func newMultiPaxos(cl *config.Cluster, pc protocol.Config, ch EngineChoices) (protocol.Engine, error) {
 	c := multipaxos.DefaultConfig()
 	c.Config = pc
 	setIf(&c.ElectionTicks, cl.ElectionTicks)
 	setIf(&c.HeartbeatTicks, cl.HeartbeatTicks)
 	setIf(&c.Window, cl.Window)
 	setIf(&c.MaxBatch, cl.Batch)
+	c.PreferredLeader = ch.PreferredLeader
 	e, err := multipaxos.New(c)
 	if err != nil {
 		return nil, err
