@@ -550,7 +550,10 @@ func (t *TCP) decodePeer(c *conn, from protocol.ReplicaID, reads <-chan chunk, p
 			if ch.buf != nil {
 				ch.buf.unref()
 			}
-			continue // drain: the reader stops at its next send or read
+			// Drain: the reader stops at its next send or read. pending stays above 0 on
+			// purpose, so that the reader decodes nothing more itself: nothing read after a
+			// failure is delivered.
+			continue
 		}
 		t.decodeChunk(c, from, ch) // on failure the connection is failed: the reader stops
 		pending.Add(-1)
