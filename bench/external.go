@@ -62,6 +62,7 @@ type extClient struct {
 	mu           sync.Mutex
 	c            *client.Client
 	gen          *workloads.Generator
+	place        uint64    // the client's place in the load: seeds gen and its arrivals
 	open         *openLoop // open loop; nil = closed loop
 	commit, exec *Latency
 	ops, errs    int64
@@ -190,16 +191,22 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 	var all []*extClient
 	for si, s := range sites {
 		for i := range cfg.Clients {
-			id := uint64(cfg.Seed)<<20 + uint64(si*cfg.Clients+i) + 1
-			c, err := client.New(client.Options{Cluster: cl, Replica: home[s], ClientID: id, MaxOutstanding: cfg.Outstanding + 1})
+			// The workload and the arrivals follow from the seed and the client's place
+			// (place, numbered as Run numbers its clients), so runs repeat; the client ID
+			// is the client library's random one, because the cluster outlives the run: a
+			// repetition (--repeat) or a rerun with the same IDs would restart their
+			// sequence numbers at 1, and the replicas' sessions would take its writes for
+			// duplicates and not apply them.
+			place := uint64(cfg.Seed)<<20 + uint64(cfg.Repeat)<<12 + uint64(si*cfg.Clients+i) + 1
+			c, err := client.New(client.Options{Cluster: cl, Replica: home[s], MaxOutstanding: cfg.Outstanding + 1})
 			if err != nil {
 				for _, x := range all {
 					x.c.Close()
 				}
 				return result.Run{}, err
 			}
-			gen, _ := workloads.NewGenerator(cfg.Workload, id, cfg.Seed)
-			ec := &extClient{c: c, gen: gen, commit: NewLatency(), exec: NewLatency(), bins: make([]int64, nbins)}
+			gen, _ := workloads.NewGenerator(cfg.Workload, place, cfg.Seed)
+			ec := &extClient{c: c, gen: gen, place: place, commit: NewLatency(), exec: NewLatency(), bins: make([]int64, nbins)}
 			bySite[s] = append(bySite[s], ec)
 			all = append(all, ec)
 		}
@@ -210,7 +217,7 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 	if ratePerClient > 0 {
 		// Arrivals are due from start; the first ones fire as soon as the scheduler runs.
 		for _, ec := range all {
-			ec.open = newOpenLoop(ratePerClient, cfg.Seed, ec.c.ID(), start, cfg.Outstanding, extBacklog)
+			ec.open = newOpenLoop(ratePerClient, cfg.Seed, ec.place, start, cfg.Outstanding, extBacklog)
 		}
 		x.wg.Add(1)
 		go x.schedule(all)

@@ -49,9 +49,46 @@ func runExternalOnce(t *testing.T, path string, cfg Config) result.Run {
 	return file.Runs[0]
 }
 
+// TestRunExternalSweepFreshClients runs one configuration twice on one cluster, as --repeat
+// or a rerun does: the second run's clients must be new clients to the replicas, else
+// their sequence numbers restart at 1 and the replicas' sessions drop their writes as
+// duplicates.
+func TestRunExternalSweepFreshClients(t *testing.T) {
+	path, reps := startExternalReplicas(t, "epaxos")
+	cfg := Config{Protocol: "epaxos", Replicas: 3, Clients: 2, Outstanding: 2,
+		Duration: 400 * time.Millisecond, Warmup: 100 * time.Millisecond, Seed: 5, Experiment: ExpLatency}
+	again := cfg
+	again.Repeat = 1
+	file, err := RunExternal(context.Background(), Stamp(nil, cfg.Seed, false, "custom"), path, []Config{cfg, again}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(file.Runs) != 2 || file.Runs[0].ThroughputOps <= 0 || file.Runs[1].ThroughputOps <= 0 {
+		t.Fatalf("%d runs, want 2 with throughput", len(file.Runs))
+	}
+	for _, r := range reps {
+		r.Stop()
+	}
+	// Every replica executed every command, so each holds a session for the readiness
+	// client and for each of the 2 runs' 3 sites x 2 clients.
+	const want = 1 + 2*3*2
+	for _, r := range reps {
+		if got := r.Store().Sessions(); got != want {
+			t.Errorf("replica %d: %d client sessions, want %d (a run reused another run's client IDs)", r.ID(), got, want)
+		}
+	}
+}
+
 // startExternal starts a 3-replica cluster (sites CA, VA, IE; not durable) on loopback
 // ports, stopped when the test ends, and returns the path of its cluster file.
 func startExternal(t *testing.T, proto string) string {
+	t.Helper()
+	path, _ := startExternalReplicas(t, proto)
+	return path
+}
+
+// startExternalReplicas is startExternal that also returns the replicas.
+func startExternalReplicas(t *testing.T, proto string) (string, []*replica.Replica) {
 	t.Helper()
 	addrs, err := freeAddrs(3)
 	if err != nil {
@@ -71,12 +108,14 @@ func startExternal(t *testing.T, proto string) string {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	var reps []*replica.Replica
 	for _, rc := range cl.Replicas {
 		r, err := replica.Start(replica.Options{Cluster: cl, ID: rc.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(r.Stop)
+		reps = append(reps, r)
 	}
 	// Serve one command before the load starts, as a running cluster would: a Multi-Paxos
 	// cluster elects its leader first, and a command lost meanwhile would stall its
@@ -91,5 +130,5 @@ func startExternal(t *testing.T, proto string) string {
 	if err := c.Put(ctx, []byte("ready"), []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return path, reps
 }

@@ -191,3 +191,7 @@ func (s *Store) Get(key []byte) ([]byte, bool) {
 
 // Len returns the number of keys.
 func (s *Store) Len() int { return len(s.data) }
+
+// Sessions returns the number of client sessions: the distinct client IDs whose commands
+// it executed (tests, diagnostics).
+func (s *Store) Sessions() int { return len(s.sessions) }
