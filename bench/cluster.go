@@ -61,12 +61,18 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	c.down = make([]atomic.Bool, o.n)
 	cl := &config.Cluster{ClusterID: uint64(o.seed)*2654435761 | 1, Protocol: o.protocol, Tick: config.Duration(o.tick),
 		ElectionTicks: o.electionTicks, RecoveryTicks: o.recoveryTicks, Durable: &o.durable}
-	addrs, err := freeAddrs(o.n)
+	lns, err := listenLoopback(o.n)
 	if err != nil {
 		return nil, err
 	}
-	for i := range o.n {
-		cl.Replicas = append(cl.Replicas, config.Replica{ID: protocol.ReplicaID(i + 1), Address: addrs[i], Site: c.sites[i]})
+	handed := 0 // lns[:handed] are the transports' now, to serve and close
+	defer func() {
+		for _, l := range lns[handed:] {
+			l.Close()
+		}
+	}()
+	for i, l := range lns {
+		cl.Replicas = append(cl.Replicas, config.Replica{ID: protocol.ReplicaID(i + 1), Address: l.Addr().String(), Site: c.sites[i]})
 	}
 	if o.durable {
 		dir, err := os.MkdirTemp("", "parliament-bench-")
@@ -120,7 +126,8 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	}
 	for i := range o.n {
 		id := protocol.ReplicaID(i + 1)
-		tcp, err := transport.NewTCP(transport.Config{ID: id, ClusterID: cl.ClusterID, Listen: addrs[i], Peers: cl.Addresses(), Logger: logger})
+		handed = i + 1 // NewTCP closes it even when it fails
+		tcp, err := transport.NewTCP(transport.Config{ID: id, ClusterID: cl.ClusterID, Listener: lns[i], Peers: cl.Addresses(), Logger: logger})
 		if err != nil {
 			closeUnstarted()
 			c.stop()
@@ -204,25 +211,22 @@ func latencyRank(m *workloads.Matrix, sites []string, id protocol.ReplicaID) []p
 	return peers
 }
 
-// freeAddrs picks n free loopback ports. The ports are released before the replicas bind
-// them again; a collision in between fails the run with a clear error (rare).
-func freeAddrs(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	out := make([]string, n)
-	for i := range out {
+// listenLoopback binds n listeners on loopback ports the kernel picks. The replicas'
+// transports serve them, so that no other process can take a port between its choice and
+// the replica's bind.
+func listenLoopback(n int) ([]net.Listener, error) {
+	lns := make([]net.Listener, 0, n)
+	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			return nil, err
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("bench: listen on loopback: %w", err)
 		}
 		lns = append(lns, l)
-		out[i] = l.Addr().String()
 	}
-	return out, nil
+	return lns, nil
 }
 
 // crash stops replica id (0-based index i) for good: its goroutines end, its connections

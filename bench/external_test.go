@@ -4,12 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/parliament-lab/parliament/bench/result"
 	"github.com/parliament-lab/parliament/client"
 	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/replica"
 	"github.com/parliament-lab/parliament/workloads"
@@ -90,13 +92,11 @@ func startExternal(t *testing.T, proto string) string {
 // startExternalReplicas is startExternal that also returns the replicas.
 func startExternalReplicas(t *testing.T, proto string) (string, []*replica.Replica) {
 	t.Helper()
-	addrs, err := freeAddrs(3)
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := testnet.FreeBase(t, 3)
 	f := false
 	cl := &config.Cluster{ClusterID: 99, Protocol: proto, Durable: &f, DataDir: t.TempDir()}
-	for i, a := range addrs {
+	for i := range 3 {
+		a := "127.0.0.1:" + strconv.Itoa(base+i)
 		cl.Replicas = append(cl.Replicas, config.Replica{ID: protocol.ReplicaID(i + 1), Address: a, Site: []string{"CA", "VA", "IE"}[i]})
 	}
 	cl.SetDefaults()

@@ -29,6 +29,11 @@ type Config struct {
 	MaxFrame  int                           // 0 = wire.DefaultMaxFrame
 	QueueLen  int                           // per-peer send queue in messages, 0 = DefaultQueueLen
 	Logger    *slog.Logger
+	// Listener, instead of Listen, is a listener already bound, which the transport then
+	// owns (serves and closes, even when NewTCP fails). It lets a caller bind port 0 and
+	// write the port into the cluster's addresses before the transport starts, leaving no
+	// moment in which another process could take the port.
+	Listener net.Listener
 	// Lend makes received batches loans (see Releaser): the receiver releases every
 	// batch and copies the bytes it keeps first (protocol.Detach), and in exchange large
 	// reads are decoded in place, with no copy and no allocation. Off (the default), the
@@ -61,6 +66,9 @@ func (c *Config) validate() error {
 	}
 	if c.Secret != nil && len(c.Secret) == 0 {
 		return fmt.Errorf("transport: config: Secret is empty; use nil for no secret")
+	}
+	if c.Listen != "" && c.Listener != nil {
+		return fmt.Errorf("transport: config: both Listen (%s) and Listener (%s) are set; give one", c.Listen, c.Listener.Addr())
 	}
 	return nil
 }
@@ -99,10 +107,13 @@ type peer struct {
 	incoming chan *conn // a connection the acceptor established with this peer
 }
 
-// NewTCP starts listening (when cfg.Listen is set) and starts one worker per peer; the
+// NewTCP starts listening (when cfg.Listen or cfg.Listener is set) and starts one worker per peer; the
 // worker dials peers with a higher ID at once and redials with backoff.
 func NewTCP(cfg Config) (*TCP, error) {
 	if err := cfg.validate(); err != nil {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
 		return nil, err
 	}
 	t := &TCP{
@@ -146,6 +157,8 @@ func NewTCP(cfg Config) (*TCP, error) {
 			return nil, fmt.Errorf("transport: listen %s: %w", cfg.Listen, err)
 		}
 		t.ln = ln
+	} else if cfg.Listener != nil {
+		t.ln = cfg.Listener
 	}
 	ids := make([]protocol.ReplicaID, 0, len(cfg.Peers))
 	for id := range cfg.Peers {

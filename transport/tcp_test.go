@@ -508,3 +508,61 @@ func TestBatchPool(t *testing.T) {
 		t.Fatalf("pool holds %d slots, more than its bound %d", p.slots, poolSlots)
 	}
 }
+
+// TestTCPListener: transports serve listeners bound beforehand, whose addresses every
+// replica knows from the start; Close closes them; a config that gives both Listen and a
+// Listener is refused, and the listener is closed all the same.
+func TestTCPListener(t *testing.T) {
+	var lns []net.Listener
+	peers := map[protocol.ReplicaID]string{}
+	for id := protocol.ReplicaID(1); id <= 3; id++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		peers[id] = ln.Addr().String()
+	}
+	var trs []*TCP
+	for i, ln := range lns {
+		tr, err := NewTCP(Config{ID: protocol.ReplicaID(i + 1), ClusterID: 7, Listener: ln, Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		if got := tr.Addr().String(); got != peers[protocol.ReplicaID(i+1)] {
+			t.Fatalf("Addr %s, want the listener's %s", got, peers[protocol.ReplicaID(i+1)])
+		}
+		trs = append(trs, tr)
+	}
+	// Every pair, both ways.
+	for _, from := range trs {
+		for _, to := range trs {
+			if from != to {
+				from.Send(protocol.Message{Type: protocol.MsgHeartbeat, From: from.cfg.ID, To: to.cfg.ID})
+			}
+		}
+	}
+	for _, tr := range trs {
+		if got := recvN(t, tr, 2); len(got) != 2 {
+			t.Fatalf("replica %d received %d messages", tr.cfg.ID, len(got))
+		}
+	}
+	trs[2].Close()
+	if c, err := net.DialTimeout("tcp", peers[3], time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s still accepts after Close", peers[3])
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewTCP(Config{ID: 1, Listen: "127.0.0.1:0", Listener: ln}); err == nil {
+		t.Fatal("Listen and Listener both set: no error")
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("the refused config's listener was left open")
+	}
+}
