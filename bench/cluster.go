@@ -3,11 +3,9 @@ package bench
 import (
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -156,7 +154,7 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	}
 	for _, i := range order {
 		id := protocol.ReplicaID(i + 1)
-		rank := latencyRank(o.matrix, c.sites, id)
+		rank := replica.RankByLatency(tm, siteOf, cl.IDs(), id)
 		// Durable replicas get a data directory, as `parliament replica` does: the runtime
 		// opens the write-ahead log there, snapshots and truncates it (an external Log is
 		// never truncated, so a long durable run would grow its log without bound).
@@ -187,28 +185,6 @@ func startCluster(o clusterOptions) (*cluster, error) {
 		c.replicas[i] = r
 	}
 	return c, nil
-}
-
-// latencyRank orders id's peers closest first by the matrix (ties by ID).
-func latencyRank(m *workloads.Matrix, sites []string, id protocol.ReplicaID) []protocol.ReplicaID {
-	var peers []protocol.ReplicaID
-	for i := range sites {
-		if p := protocol.ReplicaID(i + 1); p != id {
-			peers = append(peers, p)
-		}
-	}
-	if m == nil {
-		return peers
-	}
-	rtt := func(p protocol.ReplicaID) float64 {
-		v, err := m.RTT(sites[id-1], sites[p-1])
-		if err != nil {
-			return math.Inf(1)
-		}
-		return v
-	}
-	sort.SliceStable(peers, func(i, j int) bool { return rtt(peers[i]) < rtt(peers[j]) })
-	return peers
 }
 
 // listenLoopback binds n listeners on loopback ports the kernel picks. The replicas'

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/parliament-lab/parliament/config"
@@ -59,16 +60,24 @@ func setIf(dst *int, v int) {
 	}
 }
 
-// LatencyRank orders id's peers closest first by the built-in WAN matrix when every site
-// is in it (ties and unknown sites by ID distance), for EPaxos thrifty quorums.
+// LatencyRank orders id's peers closest first by the built-in WAN matrix, for EPaxos
+// thrifty quorums (RankByLatency).
 func LatencyRank(cl *config.Cluster, id protocol.ReplicaID) []protocol.ReplicaID {
-	m := transport.DefaultMatrix()
-	sites := cl.Sites()
-	self := sites[id]
+	return RankByLatency(transport.DefaultMatrix(), cl.Sites(), cl.IDs(), id)
+}
+
+// RankByLatency orders id's peers (ids without id) closest first by the round-trip times
+// of m between their sites; ties, sites m lacks and a nil m go by ID distance, then ID.
+// The runtime and the bench harness both rank with it, so that a benchmark's EPaxos
+// quorums are the ones a deployment on the same matrix would pick.
+func RankByLatency(m *transport.Matrix, sites map[protocol.ReplicaID]string, ids []protocol.ReplicaID, id protocol.ReplicaID) []protocol.ReplicaID {
 	rtt := func(p protocol.ReplicaID) float64 {
-		d, err := m.RTT(self, sites[p])
+		if m == nil {
+			return 0
+		}
+		d, err := m.RTT(sites[id], sites[p])
 		if err != nil {
-			return 1e18
+			return math.Inf(1)
 		}
 		return float64(d)
 	}
@@ -79,7 +88,7 @@ func LatencyRank(cl *config.Cluster, id protocol.ReplicaID) []protocol.ReplicaID
 		return int(id - p)
 	}
 	var peers []protocol.ReplicaID
-	for _, p := range cl.IDs() {
+	for _, p := range ids {
 		if p != id {
 			peers = append(peers, p)
 		}

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -251,5 +252,27 @@ func TestLatencyRank(t *testing.T) {
 	}
 	if got := LatencyRank(cl, 3); got[0] != 2 || got[1] != 4 || got[2] != 1 || got[3] != 5 {
 		t.Fatalf("unknown sites: LatencyRank(3) = %v, want by ID distance [2 4 1 5]", got)
+	}
+}
+
+// TestRankByLatency: equal round trips and no matrix at all rank by ID distance, as
+// LatencyRank does for sites the built-in matrix lacks.
+func TestRankByLatency(t *testing.T) {
+	ids := []protocol.ReplicaID{1, 2, 3, 4, 5}
+	sites := map[protocol.ReplicaID]string{1: "a", 2: "b", 3: "a", 4: "b", 5: "a"}
+	m := &transport.Matrix{Sites: []string{"a", "b"}, RTTMillis: [][]float64{{1, 50}, {50, 1}}}
+	for _, tc := range []struct {
+		m    *transport.Matrix
+		id   protocol.ReplicaID
+		want []protocol.ReplicaID
+	}{
+		{nil, 3, []protocol.ReplicaID{2, 4, 1, 5}},
+		{m, 3, []protocol.ReplicaID{1, 5, 2, 4}}, // site a first, each pair by ID distance
+		{m, 4, []protocol.ReplicaID{2, 3, 5, 1}},
+	} {
+		got := RankByLatency(tc.m, sites, ids, tc.id)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("RankByLatency(matrix %v, %d) = %v, want %v", tc.m != nil, tc.id, got, tc.want)
+		}
 	}
 }
