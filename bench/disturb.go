@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/parliament-lab/parliament/bench/result"
 )
@@ -20,7 +21,8 @@ const (
 // Warnings lists, in words, what disturbed a run: events a steady run on an idle machine
 // does not have. A run with a crash (r.Fail) is expected to see one election (Multi-Paxos
 // leader crash), recoveries, redirects, resends and drops to the dead replica, so only
-// the host stall and errors count there.
+// the host stall and errors count there. An external run (r.External) has only its
+// clients' counters: errors, resends and redirects.
 func Warnings(r *result.Run) []string {
 	var w []string
 	steady := r.Fail == nil
@@ -30,7 +32,7 @@ func Warnings(r *result.Run) []string {
 	if steady && r.WarmupElections > 0 {
 		w = append(w, fmt.Sprintf("%d leader election(s) during the warm-up", r.WarmupElections))
 	}
-	if steady && r.Protocol == "multipaxos" && r.Leader != "" && r.LeaderEnd != r.Leader {
+	if steady && !r.External && r.Protocol == "multipaxos" && r.Leader != "" && r.LeaderEnd != r.Leader {
 		end := "no agreed leader"
 		if r.LeaderEnd != "" {
 			end = "the leader at " + r.LeaderEnd
@@ -45,10 +47,11 @@ func Warnings(r *result.Run) []string {
 		w = append(w, fmt.Sprintf("%d %s started without a failure", r.Recoveries, what))
 	}
 	if steady && r.Retries > 0 {
-		w = append(w, fmt.Sprintf("%d client resend(s) after %.1fs without a reply", r.Retries, r.RetryTimeoutS))
+		timeout := time.Duration(r.RetryTimeoutS * float64(time.Second)).Round(time.Millisecond)
+		w = append(w, fmt.Sprintf("%d client resend(s) after %v without a reply", r.Retries, timeout))
 	}
 	if steady && r.Redirects > 0 {
-		w = append(w, fmt.Sprintf("%d redirect(s) (no leader known)", r.Redirects))
+		w = append(w, fmt.Sprintf("%d redirect(s) (no leader known, or a replica stopping)", r.Redirects))
 	}
 	if steady && r.Dropped > 0 {
 		w = append(w, fmt.Sprintf("%d peer message(s) dropped by the transport or the WAN emulator", r.Dropped))

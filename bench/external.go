@@ -21,6 +21,12 @@ import (
 // same schedule, in-flight cap, backlog and latency correction as Run: openLoop). The
 // protocol is the cluster's; crashes (--fail) are not supported, since the bench did not
 // start the replicas. The optimum is computed when cfg.Matrix knows every site of the file.
+//
+// The bench sees only its clients: the runs are marked result.Run.External, and what
+// only the replicas or the process running them could tell (fast-path ratio, messages and
+// bytes per command, elections, recoveries, dropped messages, host stalls) is not
+// measured. Retries and Redirects are the clients' (client.Stats) within the window;
+// cfg.RetryTimeout, when set, is the clients' Options.Timeout.
 func RunExternal(ctx context.Context, meta result.Meta, path string, cfgs []Config, progress Progress) (*result.File, error) {
 	cl, err := config.Load(path)
 	if err != nil {
@@ -185,6 +191,12 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 			sites = append(sites, r.Site)
 		}
 	}
+	// The client library resends after a fixed timeout (no doubling, unlike the
+	// in-process load): --retry-timeout, or the library's default.
+	retry := cfg.RetryTimeout
+	if retry <= 0 {
+		retry = client.DefaultTimeout
+	}
 	nbins := int((cfg.Warmup+cfg.Duration)/binWidth) + 2
 	ratePerClient := workloads.SplitRate(cfg.RateOps, len(sites)*cfg.Clients)
 	bySite := map[string][]*extClient{}
@@ -198,7 +210,7 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 			// sequence numbers at 1, and the replicas' sessions would take its writes for
 			// duplicates and not apply them.
 			place := uint64(cfg.Seed)<<20 + uint64(cfg.Repeat)<<12 + uint64(si*cfg.Clients+i) + 1
-			c, err := client.New(client.Options{Cluster: cl, Replica: home[s], MaxOutstanding: cfg.Outstanding + 1})
+			c, err := client.New(client.Options{Cluster: cl, Replica: home[s], MaxOutstanding: cfg.Outstanding + 1, Timeout: retry})
 			if err != nil {
 				for _, x := range all {
 					x.c.Close()
@@ -228,15 +240,30 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 			}
 		}
 	}
+	// The clients' resends and redirects count in the window, as in-process: their
+	// counters are read when it opens and when it closes.
+	var before client.Stats
+	tookBefore := false
 	total := cfg.Warmup + cfg.Duration
 	for time.Now().Before(x.w.end) && ctx.Err() == nil {
+		if !tookBefore && !time.Now().Before(x.w.mFrom) {
+			before, tookBefore = clientStats(all), true
+		}
 		if progress != nil {
 			progress(cfg.Name, time.Since(start), total, x.completed.Load())
 		}
+		wait := min(100*time.Millisecond, time.Until(x.w.end))
+		if !tookBefore {
+			wait = min(wait, time.Until(x.w.mFrom))
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(min(100*time.Millisecond, time.Until(x.w.end))):
+		case <-time.After(wait):
 		}
+	}
+	after := clientStats(all)
+	if !tookBefore {
+		before = after // the window passed unobserved (a stalled machine): count nothing
 	}
 	// Closing fails what is still in flight (their callbacks end the loops).
 	for _, ec := range all {
@@ -269,6 +296,21 @@ func runExternal(ctx context.Context, cl *config.Cluster, cfg Config, progress P
 		leader = cfg.Leader
 	}
 	r := cfg.collect(m, leader, loads, totals{}, totals{}, 0)
+	r.External = true
+	r.Retries = int64(after.Resends - before.Resends)
+	r.Redirects = int64(after.Redirects - before.Redirects)
+	r.RetryTimeoutS = retry.Seconds()
 	r.Warnings = Warnings(&r)
 	return r, nil
+}
+
+// clientStats sums the counters of the clients of a run.
+func clientStats(clients []*extClient) client.Stats {
+	var sum client.Stats
+	for _, ec := range clients {
+		st := ec.c.Stats()
+		sum.Resends += st.Resends
+		sum.Redirects += st.Redirects
+	}
+	return sum
 }

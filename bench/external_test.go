@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,8 +25,9 @@ import (
 func TestRunExternal(t *testing.T) {
 	path := startExternal(t, "multipaxos")
 	m, _ := workloads.ResolveWAN(workloads.WANAWS5)
+	// A retry timeout far above any command's latency on a loaded machine: no resend.
 	r := runExternalOnce(t, path, Config{Protocol: "epaxos", Replicas: 5, WAN: "aws-5site", Matrix: m, Clients: 2, Outstanding: 2,
-		Duration: time.Second, Warmup: 300 * time.Millisecond, Seed: 3, Experiment: ExpLatency})
+		Duration: time.Second, Warmup: 300 * time.Millisecond, Seed: 3, Experiment: ExpLatency, RetryTimeout: 10 * time.Second})
 	if r.Protocol != "multipaxos" || r.Replicas != 3 || r.ThroughputOps <= 0 || len(r.Sites) != 3 {
 		t.Fatalf("run %+v", r)
 	}
@@ -35,6 +39,79 @@ func TestRunExternal(t *testing.T) {
 	// Commands still in flight when the run ends are abandoned, not failed.
 	if r.Errors != 0 {
 		t.Errorf("closed loop: %d errors", r.Errors)
+	}
+	// The clients' counters: the cluster had its leader before the run, and every command
+	// was answered within the timeout the run passed to the clients.
+	if !r.External || r.RetryTimeoutS != 10 || r.Retries != 0 || r.Redirects != 0 {
+		t.Errorf("external %v, retry timeout %vs, %d resends, %d redirects", r.External, r.RetryTimeoutS, r.Retries, r.Redirects)
+	}
+	// The leader the optimum assumes is no disturbance: the bench cannot see the
+	// replicas' leader, so no warning may claim the run ended without it.
+	if len(r.Warnings) != 0 {
+		t.Errorf("steady external run warned: %q", r.Warnings)
+	}
+}
+
+// TestRunExternalCountsClientResends: the clients' resends of an external run are the
+// run's Retries (client.Stats), and what only the replicas know is marked not measured:
+// "n/a" in the table, empty in results.csv.
+func TestRunExternalCountsClientResends(t *testing.T) {
+	path, reps := startExternalReplicas(t, "epaxos")
+	// Two of the three replicas stop during the run: the survivor cannot commit without
+	// a majority, so every command in flight then is resent after each timeout until the
+	// run ends, within the window whenever the stop happens.
+	stop := time.AfterFunc(300*time.Millisecond, func() {
+		reps[1].Stop()
+		reps[2].Stop()
+	})
+	defer stop.Stop()
+	cfg := Config{Protocol: "epaxos", Clients: 1, Outstanding: 2, Duration: time.Second, Warmup: 200 * time.Millisecond,
+		Seed: 8, Experiment: ExpThroughput, RetryTimeout: 50 * time.Millisecond}
+	file, err := RunExternal(context.Background(), Stamp(nil, cfg.Seed, false, "custom"), path, []Config{cfg}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := file.Runs[0]
+	t.Logf("%d resends, %d redirects, %d errors, warnings %q", r.Retries, r.Redirects, r.Errors, r.Warnings)
+	if !r.External || r.Retries == 0 || r.RetryTimeoutS != 0.05 {
+		t.Fatalf("external %v, %d resends after %vs: the clients' resends are not counted", r.External, r.Retries, r.RetryTimeoutS)
+	}
+	if w := strings.Join(r.Warnings, ";"); !strings.Contains(w, "client resend(s) after 50ms") {
+		t.Errorf("warnings %q lack the resends", w)
+	}
+	var table bytes.Buffer
+	if err := WriteTable(&table, file); err != nil {
+		t.Fatal(err)
+	}
+	// Throughput table: fast path, msgs/cmd, bytes/cmd, elections, stall max; the
+	// disturbances: elections, recoveries, dropped, stall p99 and max, other CPUs.
+	if n := countNA(table.String()); n != 11 || !strings.Contains(table.String(), "not measured on an external cluster") {
+		t.Errorf("table has %d %q cells, want 11, and a note:\n%s", n, notMeasured, table.String())
+	}
+	if !strings.Contains(table.String(), fmt.Sprintf(" %d ", r.Retries)) {
+		t.Errorf("table lacks the %d resends:\n%s", r.Retries, table.String())
+	}
+	var csv bytes.Buffer
+	if err := result.WriteCSV(&csv, file); err != nil {
+		t.Fatal(err)
+	}
+	row := strings.Split(strings.Split(csv.String(), "\n")[1], ",")
+	for i, col := range result.CSVHeader {
+		switch col {
+		case "fast_path_ratio", "msgs_per_cmd", "bytes_per_cmd", "elections", "recoveries", "dropped_msgs",
+			"host_stall_p99_ms", "host_stall_max_ms", "other_cpu":
+			if row[i] != "" {
+				t.Errorf("csv %s = %q, want empty (not measured)", col, row[i])
+			}
+		case "retries":
+			if row[i] != fmt.Sprint(r.Retries) {
+				t.Errorf("csv retries = %q, want %d", row[i], r.Retries)
+			}
+		case "external":
+			if row[i] != "true" {
+				t.Errorf("csv external = %q", row[i])
+			}
+		}
 	}
 }
 

@@ -19,7 +19,8 @@ func configKey(r *result.Run) string {
 
 // Summarize computes, for each configuration, the mean, standard deviation, min, median
 // and max over its repetitions of throughput and of each site's median and p99 commit
-// latency (github.com/montanaflynn/stats). With one repetition the spread is 0.
+// latency (github.com/montanaflynn/stats), and the EPaxos fast-path ratio where it was
+// measured (not on an external cluster). With one repetition the spread is 0.
 func Summarize(runs []result.Run) []result.Summary {
 	type key struct{ cfg, metric string }
 	values := map[key][]float64{}
@@ -34,7 +35,7 @@ func Summarize(runs []result.Run) []result.Summary {
 		r := &runs[i]
 		cfg := configKey(r)
 		add(key{cfg, "throughput_ops"}, r.ThroughputOps)
-		if r.Protocol == "epaxos" {
+		if r.Protocol == "epaxos" && !r.External { // not measured on an external cluster
 			add(key{cfg, "fast_path_ratio"}, r.FastPathRatio)
 		}
 		for _, s := range r.Sites {

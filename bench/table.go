@@ -9,12 +9,29 @@ import (
 	"github.com/parliament-lab/parliament/bench/result"
 )
 
+// notMeasured is printed for what an external run does not measure (result.Run.External).
+const notMeasured = "n/a"
+
 // WriteTable prints the summary tables of a results file: per-site latency against the
-// optimum, throughput, the open-loop sweep and the failure gaps.
+// optimum, throughput, the open-loop sweep and the failure gaps. The replica and host
+// counters of external runs (result.File.IsExternal) print as "n/a", and a note says why.
 func WriteTable(w io.Writer, f *result.File) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	line := func(cells ...string) { fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t") }
 	ms := func(v float64) string { return fmt.Sprintf("%.1f", v) }
+	// measured formats a replica or host counter of r, or says it was not measured.
+	measured := func(r *result.Run, format string, v any) string {
+		if f.IsExternal(r) {
+			return notMeasured
+		}
+		return fmt.Sprintf(format, v)
+	}
+	fastPath := func(r *result.Run) string {
+		if r.Protocol != "epaxos" {
+			return "-"
+		}
+		return measured(r, "%.2f", r.FastPathRatio)
+	}
 
 	if runs := f.RunsOf(ExpLatency); len(runs) > 0 {
 		fmt.Fprintln(tw, "Commit latency per site (ms): median vs the optimum from the RTT matrix")
@@ -35,8 +52,9 @@ func WriteTable(w io.Writer, f *result.File) error {
 		fmt.Fprintln(tw, "Throughput vs conflict rate")
 		line("protocol", "conflict%", "wan", "ops/s", "fast path", "msgs/cmd", "bytes/cmd", "p50 ms", "p99 ms", "elections", "stall max ms")
 		for _, r := range runs {
-			line(r.Protocol, fmt.Sprintf("%g", r.Conflict), r.WAN, fmt.Sprintf("%.0f", r.ThroughputOps), fastPath(r),
-				fmt.Sprintf("%.2f", r.MsgsPerCmd), fmt.Sprintf("%.0f", r.BytesPerCmd), ms(r.Commit.P50), ms(r.Commit.P99), fmt.Sprint(r.Elections), ms(r.HostStall.Max))
+			line(r.Protocol, fmt.Sprintf("%g", r.Conflict), r.WAN, fmt.Sprintf("%.0f", r.ThroughputOps), fastPath(&r),
+				measured(&r, "%.2f", r.MsgsPerCmd), measured(&r, "%.0f", r.BytesPerCmd), ms(r.Commit.P50), ms(r.Commit.P99),
+				measured(&r, "%d", r.Elections), measured(&r, "%.1f", r.HostStall.Max))
 		}
 		line()
 	}
@@ -63,18 +81,26 @@ func WriteTable(w io.Writer, f *result.File) error {
 		fmt.Fprintln(tw, "Runs")
 		line("protocol", "conflict%", "wan", "ops/s", "fast path", "p50 ms", "p99 ms", "exec p50 ms")
 		for _, r := range runs {
-			line(r.Protocol, fmt.Sprintf("%g", r.Conflict), r.WAN, fmt.Sprintf("%.0f", r.ThroughputOps), fastPath(r), ms(r.Commit.P50), ms(r.Commit.P99), ms(r.Exec.P50))
+			line(r.Protocol, fmt.Sprintf("%g", r.Conflict), r.WAN, fmt.Sprintf("%.0f", r.ThroughputOps), fastPath(&r), ms(r.Commit.P50), ms(r.Commit.P99), ms(r.Exec.P50))
 		}
 		line()
 	}
 	if len(f.Runs) > 0 {
 		fmt.Fprintln(tw, "Disturbances in the measured window (0 everywhere in a steady run on an idle machine, except where a run crashes a replica)")
 		line("run", "elections", "recoveries", "resends", "redirects", "dropped msgs", "stall p99 ms", "stall max ms", "other CPUs")
-		for _, r := range f.Runs {
-			line(r.Name, fmt.Sprint(r.Elections), fmt.Sprint(r.Recoveries), fmt.Sprint(r.Retries), fmt.Sprint(r.Redirects),
-				fmt.Sprint(r.Dropped), ms(r.HostStall.P99), ms(r.HostStall.Max), fmt.Sprintf("%.2f", r.OtherCPU))
+		external := false
+		for i := range f.Runs {
+			r := &f.Runs[i]
+			external = external || f.IsExternal(r)
+			line(r.Name, measured(r, "%d", r.Elections), measured(r, "%d", r.Recoveries), fmt.Sprint(r.Retries), fmt.Sprint(r.Redirects),
+				measured(r, "%d", r.Dropped), measured(r, "%.1f", r.HostStall.P99), measured(r, "%.1f", r.HostStall.Max), measured(r, "%.2f", r.OtherCPU))
 		}
 		line()
+		if external {
+			fmt.Fprintln(tw, "n/a: not measured on an external cluster (--config): the bench reads only its clients (latency, throughput, errors, resends, redirects),")
+			fmt.Fprintln(tw, "not the replicas' counters (fast path, messages and bytes per command, elections, recoveries, dropped messages) nor the host stall and other CPUs.")
+			line()
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -105,11 +131,4 @@ func WriteWarnings(w io.Writer, f *result.File) error {
 		return err
 	}
 	return nil
-}
-
-func fastPath(r result.Run) string {
-	if r.Protocol != "epaxos" {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", r.FastPathRatio)
 }

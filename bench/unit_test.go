@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -193,6 +194,85 @@ func TestWriteTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
 	}
+}
+
+// TestWriteTableExternal: the replica and host counters of an external run print as
+// "n/a", with a note saying why; the clients' resends and redirects print as measured.
+func TestWriteTableExternal(t *testing.T) {
+	in := result.Run{Name: "in", Experiment: ExpThroughput, Protocol: "epaxos", WAN: "none", FastPathRatio: 0.97, MsgsPerCmd: 7.25, Elections: 0}
+	ext := result.Run{Name: "ext", Experiment: ExpThroughput, Protocol: "epaxos", WAN: "none", External: true, Retries: 31, Redirects: 17}
+	var b bytes.Buffer
+	if err := WriteTable(&b, &result.File{Runs: []result.Run{in, ext}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	find := func(prefix string, cells ...string) string {
+		t.Helper()
+		for _, l := range lines {
+			if f := strings.Fields(l); len(f) >= len(cells) && slices.Equal(f[:len(cells)], cells) {
+				return l
+			}
+		}
+		t.Fatalf("no %s line starting %q:\n%s", prefix, cells, b.String())
+		return ""
+	}
+	if l := find("throughput", "epaxos", "0", "none", "0", "0.97", "7.25"); strings.Contains(l, notMeasured) {
+		t.Errorf("in-process run: %q", l)
+	}
+	if l := find("throughput", "epaxos", "0", "none", "0", "n/a", "n/a", "n/a"); countNA(l) != 5 {
+		t.Errorf("external run, throughput table: %q", l)
+	}
+	if l := find("disturbances", "ext", "n/a", "n/a", "31", "17", "n/a"); countNA(l) != 6 {
+		t.Errorf("external run, disturbances: %q", l)
+	}
+	if !strings.Contains(b.String(), "not measured on an external cluster") {
+		t.Errorf("no note:\n%s", b.String())
+	}
+	// Without an external run, no note.
+	b.Reset()
+	WriteTable(&b, &result.File{Runs: []result.Run{in}})
+	if strings.Contains(b.String(), notMeasured) {
+		t.Errorf("in-process only:\n%s", b.String())
+	}
+	// A file written before Run.External: the meta says the runs were external.
+	b.Reset()
+	old := ext
+	old.External = false
+	WriteTable(&b, &result.File{Meta: result.Meta{Emulation: "external"}, Runs: []result.Run{old}})
+	if countNA(b.String()) != 11 {
+		t.Errorf("old external file:\n%s", b.String())
+	}
+}
+
+// TestExternalRunSummaryAndWarnings: an external run's unmeasured counters feed neither
+// the summary (no fast-path ratio of 0) nor the warnings (no "ended without the leader":
+// the bench cannot see the replicas' leader); its clients' resends do.
+func TestExternalRunSummaryAndWarnings(t *testing.T) {
+	ext := result.Run{Name: "x", Protocol: "epaxos", External: true, ThroughputOps: 10}
+	for _, s := range Summarize([]result.Run{ext}) {
+		if s.Metric == "fast_path_ratio" {
+			t.Errorf("external run summarized its unmeasured fast path: %+v", s)
+		}
+	}
+	mp := result.Run{Protocol: "multipaxos", Leader: "CA", External: true}
+	if w := Warnings(&mp); len(w) != 0 {
+		t.Errorf("external Multi-Paxos run: %q", w)
+	}
+	mp.Retries, mp.RetryTimeoutS = 2, 1
+	if w := strings.Join(Warnings(&mp), ";"); !strings.Contains(w, "2 client resend(s) after 1s") {
+		t.Errorf("external run's resends: %q", w)
+	}
+}
+
+// countNA counts the table cells that say "not measured".
+func countNA(table string) int {
+	n := 0
+	for _, f := range strings.Fields(table) {
+		if f == notMeasured {
+			n++
+		}
+	}
+	return n
 }
 
 func TestRecoveryAndRetryTimeoutsFollowTheWAN(t *testing.T) {

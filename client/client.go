@@ -102,6 +102,10 @@ type Client struct {
 	stopC    chan struct{}
 	wg       sync.WaitGroup
 	closeErr sync.Once
+	// Counters behind Stats, bumped under mu on the rare retry paths only (never per
+	// reply), and read without it.
+	resends         atomic.Uint64
+	redirectAnswers atomic.Uint64
 
 	mu        sync.Mutex
 	seq       uint64
@@ -220,6 +224,30 @@ func New(opts Options) (*Client, error) {
 
 // ID returns the client ID.
 func (c *Client) ID() uint64 { return c.id }
+
+// Stats counts, since New, the commands a Client sent again because of what it saw (or did
+// not see) from a replica. Both are 0 while every command is answered within the timeout
+// by a replica that serves it. A resend keeps the command's (client ID, seq), so the
+// store still executes it once.
+type Stats struct {
+	// Resends: commands sent again because no reply came within Options.Timeout of their
+	// last transmission, one per command per timeout. Not counted: the outstanding
+	// commands the client sends again on a new connection (after a broken connection, a
+	// redirect to the leader, or a move to another replica): they would count each
+	// command once per reconnection, not once per lost reply.
+	Resends uint64
+	// Redirects: redirect answers (protocol.ResultRedirect: no leader known, e.g. during a
+	// Multi-Paxos election, or the replica is stopping) to outstanding commands of this
+	// client. After each one the client sends that command again: to the leader the
+	// answer names, or after a short backoff.
+	Redirects uint64
+}
+
+// Stats returns the client's counters. Safe for concurrent use; the counters only grow,
+// so the difference of two calls counts what happened between them.
+func (c *Client) Stats() Stats {
+	return Stats{Resends: c.resends.Load(), Redirects: c.redirectAnswers.Load()}
+}
 
 // Replica returns the replica the client is connected to (0 while reconnecting).
 func (c *Client) Replica() protocol.ReplicaID {

@@ -156,6 +156,7 @@ func (c *Client) handle(batch []protocol.Reply) {
 			continue // a duplicate reply to a retried command, or not ours
 		}
 		if rep.Result == protocol.ResultRedirect {
+			c.redirectAnswers.Add(1)
 			c.redirected(o, rep.Leader, c.epoch.Add(time.Duration(now)))
 			continue
 		}
@@ -251,6 +252,7 @@ func (c *Client) scanTimeouts() {
 			continue
 		}
 		stale = true
+		c.resends.Add(1) // sent now, or by setConn on the next connection if this one broke
 		if !c.sendLocked(c.conn, o, now) {
 			return
 		}

@@ -62,6 +62,16 @@ type Run struct {
 	DurationS   float64 `json:"duration_s"` // measured window (after warm-up)
 	WarmupS     float64 `json:"warmup_s"`
 
+	// External: the run benchmarked a running cluster through the client library
+	// (parliament bench --config), which the bench did not start. It sees what its clients
+	// see (latencies, throughput, errors, the timeline, Retries and Redirects) but neither
+	// the replicas' counters (FastPathRatio, MsgsPerCmd, BytesPerCmd, Elections,
+	// WarmupElections, LeaderEnd, Recoveries, Dropped) nor its own host's load (HostStall,
+	// OtherCPU): those are 0 here and mean "not measured", printed "n/a" by the table and
+	// left empty in results.csv. Files written before this field existed mark such runs
+	// only with Meta.Emulation "external" (see File.IsExternal).
+	External bool `json:"external,omitempty"`
+
 	ThroughputOps float64 `json:"throughput_ops"`  // completed commands per second in the window
 	FastPathRatio float64 `json:"fast_path_ratio"` // EPaxos: fast-path commits / all commits led (1 for Multi-Paxos by convention: no slow path)
 	MsgsPerCmd    float64 `json:"msgs_per_cmd"`    // peer messages sent by all replicas per completed command
@@ -77,6 +87,9 @@ type Run struct {
 	// Disturbances: events a steady run does not have. Each one means the run measured
 	// more than the protocol on an idle machine (docs/results.md, "Disturbed runs");
 	// Warnings says which, in words.
+	// Retries and Redirects are counted by the clients, in the window, in-process and on
+	// an external cluster alike (there from client.Stats, read when the window opens and
+	// closes).
 	Retries    int64  `json:"retries"`      // client resends after RetryTimeoutS without a reply (same client and seq)
 	Redirects  int64  `json:"redirects"`    // redirect answers (no leader known, replica stopping) after which a client resent
 	Recoveries uint64 `json:"recoveries"`   // Multi-Paxos campaigns (phase 1 started) or EPaxos explicit prepares started, in the window
@@ -91,7 +104,7 @@ type Run struct {
 	OtherCPU float64  `json:"other_cpu"`
 	Warnings []string `json:"warnings,omitempty"`
 	// The timeouts the run used.
-	RetryTimeoutS     float64 `json:"retry_timeout_s"`               // client resend timeout (doubles on each resend of a command)
+	RetryTimeoutS     float64 `json:"retry_timeout_s"`               // client resend timeout (in-process it doubles on each resend of a command; the client library of an external run keeps it)
 	ElectionTimeoutMs float64 `json:"election_timeout_ms,omitempty"` // Multi-Paxos base election timeout (a follower waits 1-2x this)
 	RecoveryTimeoutMs float64 `json:"recovery_timeout_ms,omitempty"` // EPaxos: how long an instance may stay uncommitted before recovery
 
@@ -216,16 +229,35 @@ var CSVHeader = []string{
 	"commit_p50_ms", "commit_p90_ms", "commit_p99_ms", "commit_p999_ms",
 	"exec_p50_ms", "exec_p90_ms", "exec_p99_ms", "exec_p999_ms", "optimum_commit_ms",
 	"elections", "retries", "redirects", "recoveries", "dropped_msgs", "host_stall_p99_ms", "host_stall_max_ms", "other_cpu",
+	"external",
+}
+
+// IsExternal reports whether r, a run of f, benchmarked an external cluster, so that its
+// replica and host counters were not measured (Run.External): r.External, or in a file
+// written before that field existed, f.Meta.Emulation "external" (RunExternal writes
+// files of external runs only).
+func (f *File) IsExternal(r *Run) bool {
+	return r.External || f.Meta.Emulation == "external"
 }
 
 // WriteCSV writes one row per (run, site); a run without sites gets one row with site "all".
+// The cells of what an external run does not measure (Run.External) are empty.
 func WriteCSV(w io.Writer, f *File) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write(CSVHeader); err != nil {
 		return err
 	}
 	ff := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
-	for _, r := range f.Runs {
+	fu := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	for i := range f.Runs {
+		r := &f.Runs[i]
+		ext := f.IsExternal(r)
+		// Replica and host counters: empty when not measured.
+		rf, ru := ff, fu
+		if ext {
+			rf = func(float64) string { return "" }
+			ru = func(uint64) string { return "" }
+		}
 		sites := r.Sites
 		if len(sites) == 0 {
 			sites = []Site{{Site: "all", Commit: r.Commit, Exec: r.Exec}}
@@ -234,12 +266,13 @@ func WriteCSV(w io.Writer, f *File) error {
 			row := []string{
 				r.Name, r.Experiment, r.Protocol, strconv.Itoa(r.Replicas), ff(r.Conflict), r.WAN, r.Leader,
 				strconv.FormatBool(r.Durable), strconv.Itoa(r.Clients), strconv.Itoa(r.Outstanding), ff(r.RateOps),
-				strconv.Itoa(r.Repeat), ff(r.DurationS), ff(r.ThroughputOps), ff(r.FastPathRatio),
-				ff(r.MsgsPerCmd), ff(r.BytesPerCmd), strconv.FormatInt(r.Errors, 10), s.Site, strconv.FormatInt(s.Ops, 10),
+				strconv.Itoa(r.Repeat), ff(r.DurationS), ff(r.ThroughputOps), rf(r.FastPathRatio),
+				rf(r.MsgsPerCmd), rf(r.BytesPerCmd), strconv.FormatInt(r.Errors, 10), s.Site, strconv.FormatInt(s.Ops, 10),
 				ff(s.Commit.P50), ff(s.Commit.P90), ff(s.Commit.P99), ff(s.Commit.P999),
 				ff(s.Exec.P50), ff(s.Exec.P90), ff(s.Exec.P99), ff(s.Exec.P999), ff(s.Optimum),
-				strconv.FormatUint(r.Elections, 10), strconv.FormatInt(r.Retries, 10), strconv.FormatInt(r.Redirects, 10),
-				strconv.FormatUint(r.Recoveries, 10), strconv.FormatUint(r.Dropped, 10), ff(r.HostStall.P99), ff(r.HostStall.Max), ff(r.OtherCPU),
+				ru(r.Elections), strconv.FormatInt(r.Retries, 10), strconv.FormatInt(r.Redirects, 10),
+				ru(r.Recoveries), ru(r.Dropped), rf(r.HostStall.P99), rf(r.HostStall.Max), rf(r.OtherCPU),
+				strconv.FormatBool(ext),
 			}
 			if err := cw.Write(row); err != nil {
 				return err

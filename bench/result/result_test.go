@@ -99,3 +99,57 @@ func TestWriteRead(t *testing.T) {
 		t.Fatal("missing file read")
 	}
 }
+
+// TestExternalRuns: what an external run does not measure is empty in results.csv, and
+// results files written before Run.External existed still load, their external runs
+// recognised by the meta's emulation.
+func TestExternalRuns(t *testing.T) {
+	f := sample()
+	f.Runs[0].External, f.Runs[0].Retries, f.Runs[0].Redirects = true, 7, 2
+	var b bytes.Buffer
+	if err := WriteCSV(&b, f); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(&b).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := map[string]int{}
+	for i, name := range rows[0] {
+		col[name] = i
+	}
+	for _, name := range []string{"fast_path_ratio", "msgs_per_cmd", "bytes_per_cmd", "elections", "recoveries",
+		"dropped_msgs", "host_stall_p99_ms", "host_stall_max_ms", "other_cpu"} {
+		if got := rows[1][col[name]]; got != "" {
+			t.Errorf("external run: %s = %q, want empty", name, got)
+		}
+		if got := rows[3][col[name]]; got != "0" {
+			t.Errorf("in-process run: %s = %q, want 0", name, got)
+		}
+	}
+	if rows[1][col["retries"]] != "7" || rows[1][col["redirects"]] != "2" || rows[1][col["external"]] != "true" || rows[3][col["external"]] != "false" {
+		t.Errorf("rows:\n%v\n%v", rows[1], rows[3])
+	}
+
+	// The key is omitted for in-process runs, as in files written before it existed.
+	js, _ := json.Marshal(sample())
+	if strings.Contains(string(js), `"external"`) {
+		t.Errorf("in-process run writes \"external\": %s", js)
+	}
+	// A file of an external run written before the field: only the meta says so.
+	old := `{"meta": {"machine": "m", "emulation": "external"}, "runs": [{"name": "sweep/epaxos", "protocol": "epaxos", "fast_path_ratio": 0, "retries": 0}]}`
+	path := filepath.Join(t.TempDir(), JSONName)
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := &back.Runs[0]; r.External || !back.IsExternal(r) {
+		t.Errorf("old external file: External %v, IsExternal %v", r.External, back.IsExternal(r))
+	}
+	if in := sample(); in.IsExternal(&in.Runs[0]) {
+		t.Error("in-process run taken for external")
+	}
+}

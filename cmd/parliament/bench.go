@@ -72,7 +72,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	verbose := fs.Bool("v", false, "log the replicas' warnings to stderr")
 	electionTicks := fs.Int("election-ticks", 0, "Multi-Paxos base election timeout in 10ms ticks (0 = max(50, 2 x the largest WAN round trip))")
 	recoveryTicks := fs.Int("recovery-ticks", 0, "EPaxos recovery timeout in 10ms ticks (0 = max(50, 2 x the largest WAN round trip); -1 = the engine's and runtime's defaults)")
-	retryTimeout := fs.Duration("retry-timeout", 0, "clients resend a command after this long without a reply (0 = max(1s, 5 x the largest WAN round trip); with --fail 2 x it + 100ms)")
+	retryTimeout := fs.Duration("retry-timeout", 0, "clients resend a command after this long without a reply (0 = max(1s, 5 x the largest WAN round trip); with --fail 2 x it + 100ms; with --config 0 = the client library's 1s)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

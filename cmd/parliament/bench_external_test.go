@@ -44,6 +44,10 @@ func TestBenchExternalSweep(t *testing.T) {
 			t.Errorf("run %d: achieved %.1f/s of %.0f, commit p50 %v, errors %d", i, r.ThroughputOps, want, r.Commit.P50, r.Errors)
 		}
 	}
+	// The replicas' counters are not measured, and the output says so.
+	if !f.Runs[0].External || !strings.Contains(stdout.String(), "not measured on an external cluster") {
+		t.Errorf("external %v; table:\n%s", f.Runs[0].External, stdout.String())
+	}
 	csv := mustRead(t, filepath.Join(dir, result.CSVName))
 	if !strings.Contains(csv, ",150,") || !strings.Contains(csv, ",300,") {
 		t.Errorf("results.csv lacks the rates:\n%s", csv)
