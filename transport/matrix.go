@@ -71,8 +71,8 @@ func LoadMatrix(path string) (*Matrix, error) {
 //
 // The header names the sites; then one row per site (any order) with its RTT in
 // milliseconds to every site of the header. Unknown or duplicate sites, missing rows,
-// wrong column counts, non-numeric, negative or non-finite values and asymmetric entries
-// are refused with an error naming the line, row and column.
+// wrong column counts, non-numeric, negative, non-finite or too large values (see rttOK)
+// and asymmetric entries are refused with an error naming the line, row and column.
 func ParseMatrix(r io.Reader) (*Matrix, error) {
 	sc := bufio.NewScanner(r)
 	var (
@@ -130,8 +130,8 @@ func ParseMatrix(r io.Reader) (*Matrix, error) {
 			if err != nil {
 				return nil, fmt.Errorf("transport: matrix line %d: row %q column %q: %q is not a number", lineNo, cells[0], m.Sites[j], c)
 			}
-			if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("transport: matrix line %d: row %q column %q: RTT %v must be a non-negative finite number of milliseconds", lineNo, cells[0], m.Sites[j], c)
+			if !rttOK(v) {
+				return nil, fmt.Errorf("transport: matrix line %d: row %q column %q: RTT %v must be a non-negative finite number of milliseconds below %d", lineNo, cells[0], m.Sites[j], c, maxRTTMillis)
 			}
 			vals[j] = v
 		}
@@ -154,7 +154,15 @@ func ParseMatrix(r io.Reader) (*Matrix, error) {
 	return m, nil
 }
 
-// Validate checks that m is square, non-negative, finite and symmetric, with unique sites.
+// maxRTTMillis is the whole milliseconds in the longest time.Duration (about 292 years).
+const maxRTTMillis = math.MaxInt64 / int64(time.Millisecond)
+
+// rttOK reports whether v milliseconds is a usable RTT: non-negative, finite, and within a
+// time.Duration (a larger value would convert to a negative duration).
+func rttOK(v float64) bool { return v >= 0 && v*float64(time.Millisecond) < math.MaxInt64 }
+
+// Validate checks that m is square, non-negative, finite and symmetric, with unique sites
+// and every RTT within a time.Duration.
 func (m *Matrix) Validate() error {
 	n := len(m.Sites)
 	if n == 0 {
@@ -176,8 +184,8 @@ func (m *Matrix) Validate() error {
 	for i := range n {
 		for j := range n {
 			v := m.RTTMillis[i][j]
-			if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-				return fmt.Errorf("transport: matrix: row %q column %q: RTT %v must be a non-negative finite number", m.Sites[i], m.Sites[j], v)
+			if !rttOK(v) {
+				return fmt.Errorf("transport: matrix: row %q column %q: RTT %v must be a non-negative finite number of milliseconds below %d", m.Sites[i], m.Sites[j], v, maxRTTMillis)
 			}
 			if j > i && v != m.RTTMillis[j][i] {
 				return fmt.Errorf("transport: matrix: asymmetric: row %q column %q is %v but row %q column %q is %v",

@@ -87,6 +87,8 @@ func TestParseMatrixErrors(t *testing.T) {
 		{"negative", "site,A,B\nA,0,1\nB,-1,0\n", `line 3: row "B" column "A": RTT -1 must be a non-negative`},
 		{"infinite", "site,A,B\nA,0,+Inf\nB,1,0\n", `row "A" column "B": RTT +Inf`},
 		{"NaN", "site,A,B\nA,0,NaN\nB,1,0\n", `row "A" column "B": RTT NaN`},
+		// Found by FuzzParseMatrix: past a time.Duration, RTT returned a negative duration.
+		{"too large", "site,A\nA,9227000000000\n", `row "A" column "A": RTT 9227000000000 must be a non-negative finite number of milliseconds below 9223372036854`},
 		{"asymmetric", "site,A,B\nA,0,10\nB,12,0\n", `asymmetric: row "A" column "B" is 10 but row "B" column "A" is 12`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
