@@ -162,14 +162,24 @@ func (m *Matrix) ForReplicas(n int) (*Matrix, error) {
 	if n < len(m.Sites) {
 		return m.Subset(m.Sites[:n]...)
 	}
-	// More replicas than sites: name the copies SITE, SITE2, SITE3...
+	// More replicas than sites: name the copies SITE2, SITE3... (skipping names already
+	// taken: a matrix may have sites A and A2 of its own).
 	out := &Matrix{Sites: make([]string, n), RTTMillis: make([][]float64, n)}
 	base := make([]int, n)
+	taken := make(map[string]bool, n)
+	for _, s := range m.Sites {
+		taken[s] = true
+	}
 	for i := range n {
 		base[i] = i % len(m.Sites)
 		name := m.Sites[base[i]]
 		if k := i / len(m.Sites); k > 0 {
-			name = fmt.Sprintf("%s%d", name, k+1)
+			for k++; ; k++ {
+				if name = fmt.Sprintf("%s%d", m.Sites[base[i]], k); !taken[name] {
+					break
+				}
+			}
+			taken[name] = true
 		}
 		out.Sites[i] = name
 	}

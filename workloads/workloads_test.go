@@ -2,6 +2,7 @@ package workloads
 
 import (
 	"errors"
+	"github.com/parliament-lab/parliament/transport"
 	"math"
 	"os"
 	"path/filepath"
@@ -73,6 +74,11 @@ func TestForReplicas(t *testing.T) {
 	m7, _ := m.ForReplicas(7)
 	if strings.Join(m7.Sites, ",") != "CA,VA,OR,IE,JP,CA2,VA2" || m7.RTTMillis[0][5] != 0.1 || m7.RTTMillis[5][1] != 59.9 {
 		t.Fatalf("7 replicas: %v %v", m7.Sites, m7.RTTMillis)
+	}
+	// A copy's name skips the matrix's own sites: A, A2, then A3 (not a second A2).
+	ab := &Matrix{Sites: []string{"A", "A2"}, RTTMillis: [][]float64{{1, 5}, {5, 1}}}
+	if m3, err := ab.ForReplicas(3); err != nil || strings.Join(m3.Sites, ",") != "A,A2,A3" || (*transport.Matrix)(m3).Validate() != nil {
+		t.Fatalf("3 replicas on sites A, A2: %v (err %v)", m3, err)
 	}
 	if got := PlaceReplicas(nil, 3); strings.Join(got, ",") != "local,local,local" {
 		t.Fatalf("no wan placement %v", got)
