@@ -2,13 +2,14 @@ package workloads
 
 import (
 	"errors"
-	"github.com/parliament-lab/parliament/transport"
 	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parliament-lab/parliament/transport"
 )
 
 func TestAWS5Matrix(t *testing.T) {
