@@ -83,8 +83,8 @@ type Cluster struct {
 	// truncates it and is written to a snapshot file; 0 = the runtime default (64 MiB).
 	TruncateBytes int64 `yaml:"truncate_bytes,omitempty"`
 	// MaxFrame is the largest message, in bytes, a replica sends to or accepts from a peer
-	// or client; 0 = 16 MiB. A state-machine snapshot sent to a lagging replica travels as
-	// one message, so a large key space needs a larger value.
+	// or client; 0 = 16 MiB. It does not limit the state machine: a snapshot sent to a
+	// lagging replica that does not fit one frame travels in chunks (docs/durability.md).
 	MaxFrame int64 `yaml:"max_frame,omitempty"`
 	// Compress asks for s2 compression on peer connections.
 	Compress bool `yaml:"compress,omitempty"`

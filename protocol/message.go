@@ -38,7 +38,19 @@ const (
 	epLast            MsgType = 63 // EPaxos types stay below 64
 	MsgSnapshot       MsgType = 64 // state transfer: Index = last instance folded into Data (a KV snapshot)
 	MsgSnapshotReq    MsgType = 65 // ask a peer for its snapshot
-	msgLast           MsgType = 66
+	// MsgSnapshotChunk is runtime-level (package replica; engines never see it): one part of
+	// a MsgSnapshot whose Data is too large for one frame. It carries the MsgSnapshot's own
+	// fields (Ballot, VBallot, Inst, OK, Status, Seq, Index, Deps, Cmds, Insts: whatever the
+	// engine set), and Data = uvarint total | uvarint offset | 4-byte little-endian CRC-32C
+	// of the whole snapshot | the snapshot's bytes [offset, offset+n), n >= 1. The receiving
+	// runtime reassembles the chunks in order and steps one MsgSnapshot (docs/wire.md).
+	MsgSnapshotChunk MsgType = 66
+	// MsgSnapshotAck is runtime-level: the receiver of MsgSnapshotChunks says how far it got,
+	// which paces the sender. It carries the same fields as the chunks it answers (without
+	// Cmds and Insts), and Data = uvarint total | uvarint have | 4-byte CRC-32C, where have
+	// is the number of bytes held contiguously from offset 0 (total: done, or not needed).
+	MsgSnapshotAck MsgType = 67
+	msgLast        MsgType = 68
 )
 
 // Valid reports whether t is a message type this version knows.
@@ -62,7 +74,8 @@ var msgNames = map[MsgType]string{
 	MsgEAcceptOK: "EAcceptOK", MsgECommit: "ECommit", MsgEPrepare: "EPrepare",
 	MsgEPrepareOK: "EPrepareOK", MsgTryPreAccept: "TryPreAccept", MsgTryPreAcceptOK: "TryPreAcceptOK",
 	MsgEValidate: "EValidate", MsgEValidateOK: "EValidateOK", MsgECommitBatch: "ECommitBatch",
-	MsgSnapshot: "Snapshot", MsgSnapshotReq: "SnapshotReq",
+	MsgSnapshot: "Snapshot", MsgSnapshotReq: "SnapshotReq", MsgSnapshotChunk: "SnapshotChunk",
+	MsgSnapshotAck: "SnapshotAck",
 }
 
 func (t MsgType) String() string {

@@ -73,7 +73,7 @@ func TestTypesValid(t *testing.T) {
 			t.Errorf("%v named but not valid", ty)
 		}
 	}
-	for _, ty := range []MsgType{MsgInvalid, 12, 31, 44, 63, 66, 255} {
+	for _, ty := range []MsgType{MsgInvalid, 12, 31, 44, 63, 68, 255} {
 		if ty.Valid() {
 			t.Errorf("%d valid, want invalid", ty)
 		}

@@ -254,7 +254,8 @@ func (r *Replica) snapshotAhead(f []protocol.InstanceID) bool {
 
 // fillSnapshot puts the state-machine snapshot into an outgoing MsgSnapshot (the engine
 // leaves Data empty). It reports false when the latest snapshot does not match the
-// frontier the engine announces, and the message must not leave.
+// frontier the engine announces, and the message must not leave. Whatever its size:
+// sendSnapshot sends one larger than max_frame in chunks.
 func (r *Replica) fillSnapshot(m *protocol.Message) bool {
 	if len(m.Data) > 0 {
 		return true
@@ -264,22 +265,25 @@ func (r *Replica) fillSnapshot(m *protocol.Message) bool {
 			"to", m.To, "engine", fmt.Sprint(m.Deps), "have", fmt.Sprint(r.snap.frontier))
 		return false
 	}
-	if limit := r.maxFrame(); len(r.snap.data)+snapshotOverhead > limit {
-		// The transport would refuse the frame; say why, and what to change, once per
-		// snapshot rather than at every retry.
-		if r.snapTooLarge != len(r.snap.data) {
-			r.snapTooLarge = len(r.snap.data)
-			r.log.Warn("cannot send a snapshot: larger than max_frame; raise max_frame in the cluster file",
-				"to", m.To, "snapshot_bytes", len(r.snap.data), "max_frame", limit)
-		}
-		return false
-	}
 	m.Data = r.snap.data // never modified: shared by every message that carries it
 	return true
 }
 
+// sendSnapshot sends a filled MsgSnapshot: as one message when it fits max_frame, else in
+// chunks (chunk.go), paced by the receiver's acks. An engine that sends the same snapshot
+// again while its chunks are on the way does not restart the transfer.
+func (r *Replica) sendSnapshot(m *protocol.Message) {
+	if len(m.Data)+snapshotOverhead <= r.maxFrame() {
+		r.chunkOut.cancel(m.To) // a newer, smaller snapshot replaces one in chunks
+		r.tr.Send(*m)
+		return
+	}
+	r.chunkOut.offer(m, r.ticks)
+}
+
 // snapshotOverhead bounds what a MsgSnapshot adds to its Data on the wire (header, ballot,
-// index, frontier of a few replicas).
+// index, frontier of a few replicas): a snapshot up to max_frame minus this goes as one
+// message, and no chunk carries more than max_frame minus this of the snapshot's bytes.
 const snapshotOverhead = 4 << 10
 
 // maxFrame is the largest frame the transport sends: the cluster's max_frame, or the
@@ -296,8 +300,9 @@ func (r *Replica) maxFrame() int {
 // durable before the engine sees it (the engine persists records that start from it in its
 // next Ready). It returns whether m should be stepped (false: Data does not decode) and
 // the snapshot file name to truncate the log to after Step ("" with no file), and whether
-// the snapshot was installed.
-func (r *Replica) installSnapshot(m *protocol.Message) (step, installed bool, name string, err error) {
+// the snapshot was installed. owned: m.Data belongs to the runtime (a snapshot reassembled
+// from chunks) and is kept without a copy.
+func (r *Replica) installSnapshot(m *protocol.Message, owned bool) (step, installed bool, name string, err error) {
 	if !r.snapshotAhead(m.Deps) {
 		return true, false, "", nil
 	}
@@ -307,7 +312,10 @@ func (r *Replica) installSnapshot(m *protocol.Message) (step, installed bool, na
 		return false, false, "", nil
 	}
 	f := normFrontier(m.Deps)
-	data := bytes.Clone(m.Data) // m.Data belongs to the transport's receive buffer
+	data := m.Data
+	if !owned {
+		data = bytes.Clone(m.Data) // m.Data belongs to the transport's receive buffer
+	}
 	if r.disk != nil {
 		if name, err = r.disk.save(f, data); err != nil {
 			return false, false, "", err

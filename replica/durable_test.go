@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parliament-lab/parliament/config"
 	"github.com/parliament-lab/parliament/epaxos"
@@ -16,6 +18,7 @@ import (
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/transport"
 	"github.com/parliament-lab/parliament/wal"
+	"github.com/parliament-lab/parliament/wire"
 )
 
 // diskCluster is a cluster on an in-memory network whose replicas keep their log and
@@ -425,34 +428,58 @@ func TestRestartBetweenTruncations(t *testing.T) {
 	}
 }
 
-// A snapshot larger than max_frame is not handed to the transport (which would refuse the
-// frame with a generic error at every retry): the replica says once why and what to change,
-// and sends snapshots that fit.
+// A snapshot larger than max_frame is filled in and sent in chunks (chunk.go), each frame
+// within max_frame, a window at a time; one that fits goes as one MsgSnapshot and cancels
+// a transfer in chunks to the same peer.
 func TestSnapshotLargerThanMaxFrame(t *testing.T) {
 	var logs bytes.Buffer
+	var out outbox
 	r := &Replica{
+		id:  1,
 		cl:  &config.Cluster{MaxFrame: config.MinMaxFrame},
 		log: slog.New(slog.NewTextHandler(&logs, nil)),
+		tr:  sendOnly(out.send),
 	}
+	r.chunkOut = newChunkSender(1, r.maxFrame(), time.Millisecond, out.send, r.log)
 	frontier := []protocol.InstanceID{{Replica: 1, Num: 7}}
-	r.snap = snapshot{frontier: frontier, data: make([]byte, config.MinMaxFrame)}
-	for range 3 {
-		m := protocol.Message{Type: protocol.MsgSnapshot, To: 2, Deps: frontier}
-		if r.fillSnapshot(&m) || m.Data != nil {
-			t.Fatalf("a %d-byte snapshot was filled in under max_frame %d", len(r.snap.data), config.MinMaxFrame)
+	r.snap = snapshot{frontier: frontier, data: make([]byte, 10*config.MinMaxFrame)}
+	m := protocol.Message{Type: protocol.MsgSnapshot, From: 1, To: 2, Deps: frontier}
+	if !r.fillSnapshot(&m) || len(m.Data) != len(r.snap.data) {
+		t.Fatalf("a %d-byte snapshot was not filled in", len(r.snap.data))
+	}
+	r.sendSnapshot(&m)
+	sent := out.take()
+	if len(sent) != chunkWindow {
+		t.Fatalf("sent %d messages, want a window of %d chunks", len(sent), chunkWindow)
+	}
+	for _, c := range sent {
+		if c.Type != protocol.MsgSnapshotChunk || !slices.Equal(c.Deps, frontier) {
+			t.Fatalf("sent %v, want a chunk of the snapshot", c)
+		}
+		if n := len(wire.AppendMessageFrame(nil, &c)); n > config.MinMaxFrame {
+			t.Fatalf("chunk frame of %d bytes over max_frame %d", n, config.MinMaxFrame)
 		}
 	}
-	if n := strings.Count(logs.String(), "raise max_frame"); n != 1 {
-		t.Fatalf("logged the max_frame hint %d times, want once:\n%s", n, logs.String())
+	if strings.Contains(logs.String(), "raise max_frame") {
+		t.Fatalf("still asks to raise max_frame:\n%s", logs.String())
 	}
-	r.snap.data = make([]byte, 1000)
-	m := protocol.Message{Type: protocol.MsgSnapshot, To: 2, Deps: frontier}
-	if !r.fillSnapshot(&m) || len(m.Data) != 1000 {
-		t.Fatalf("a snapshot that fits was not filled in")
+	r.snap = snapshot{frontier: []protocol.InstanceID{{Replica: 1, Num: 9}}, data: make([]byte, 1000)}
+	m = protocol.Message{Type: protocol.MsgSnapshot, From: 1, To: 2, Deps: r.snap.frontier}
+	if !r.fillSnapshot(&m) {
+		t.Fatal("a snapshot that fits was not filled in")
 	}
-	r.cl.MaxFrame = 0 // the default, 16 MiB
-	r.snap.data = make([]byte, config.MinMaxFrame)
-	if !r.fillSnapshot(&protocol.Message{Type: protocol.MsgSnapshot, To: 2, Deps: frontier}) {
-		t.Fatalf("a 64 KiB snapshot was refused under the default max_frame")
+	r.sendSnapshot(&m)
+	if sent := out.take(); len(sent) != 1 || sent[0].Type != protocol.MsgSnapshot || len(sent[0].Data) != 1000 {
+		t.Fatalf("a snapshot that fits went as %v", sent)
+	}
+	if r.chunkOut.out[2] != nil {
+		t.Fatal("the transfer in chunks of the older snapshot goes on")
 	}
 }
+
+// sendOnly is a transport that only sends (to a function).
+type sendOnly func(protocol.Message)
+
+func (f sendOnly) Send(m protocol.Message)         { f(m) }
+func (f sendOnly) Recv() <-chan []protocol.Message { return nil }
+func (f sendOnly) Close() error                    { return nil }

@@ -108,13 +108,23 @@ func (r *Replica) step(p *pipeline, msgs []protocol.Message) error {
 	var err error
 	for i := range msgs {
 		m := &msgs[i]
-		if m.Type == protocol.MsgSnapshot {
-			if err = r.stepSnapshot(p, m); err != nil {
-				break
+		switch m.Type {
+		case protocol.MsgSnapshot:
+			err = r.stepSnapshot(p, m, false)
+		case protocol.MsgSnapshotChunk:
+			// Runtime-level (chunk.go): the engine sees only the whole MsgSnapshot.
+			r.stats.chunksRecv.Add(1)
+			if whole, ok := r.chunkIn.receive(m, r.ticks); ok {
+				err = r.stepSnapshot(p, &whole, true)
 			}
-			continue
+		case protocol.MsgSnapshotAck:
+			r.chunkOut.ack(m, r.ticks)
+		default:
+			r.eng.Step(*m)
 		}
-		r.eng.Step(*m)
+		if err != nil {
+			break
+		}
 	}
 	// Engines take messages by value and may keep only what their slices point to, which
 	// Release leaves alone: the transport may reuse the batch's slots.
@@ -127,8 +137,9 @@ func (r *Replica) step(p *pipeline, msgs []protocol.Message) error {
 // stepSnapshot steps a MsgSnapshot, restoring the store and the executor from it first
 // when the engine will install it, and truncating the log to the engine's live records
 // after (they start from the installed snapshot). Outputs held for their fsync are
-// released first: the install replaces the executor they are meant for.
-func (r *Replica) stepSnapshot(p *pipeline, m *protocol.Message) error {
+// released first: the install replaces the executor they are meant for. owned: m.Data
+// belongs to the runtime (reassembled from chunks), not to the transport.
+func (r *Replica) stepSnapshot(p *pipeline, m *protocol.Message, owned bool) error {
 	if r.compactor == nil {
 		r.eng.Step(*m)
 		return nil
@@ -136,7 +147,7 @@ func (r *Replica) stepSnapshot(p *pipeline, m *protocol.Message) error {
 	if err := p.drain(r); err != nil {
 		return err
 	}
-	step, installed, name, err := r.installSnapshot(m)
+	step, installed, name, err := r.installSnapshot(m, owned)
 	if err != nil || !step {
 		return err
 	}
@@ -175,6 +186,8 @@ func (r *Replica) propose() {
 func (r *Replica) tick() {
 	r.ticks++
 	r.eng.Tick()
+	r.chunkOut.tick(r.ticks)
+	r.chunkIn.tick(r.ticks)
 	if r.statsR != nil {
 		es := r.statsR.Stats()
 		r.stats.mu.Lock()
@@ -271,7 +284,10 @@ func (r *Replica) emit(msgs []protocol.Message, committed []protocol.Instance, r
 	// 2. Messages.
 	for i := range msgs {
 		m := &msgs[i]
-		if m.Type == protocol.MsgSnapshot && !r.fillSnapshot(m) {
+		if m.Type == protocol.MsgSnapshot {
+			if r.fillSnapshot(m) {
+				r.sendSnapshot(m)
+			}
 			continue
 		}
 		r.tr.Send(*m)

@@ -113,6 +113,8 @@ type Stats struct {
 	Snapshots     uint64 // state-machine snapshots taken here (each followed by Compact and a log truncation)
 	Installed     uint64 // snapshots received from a peer and installed
 	SnapshotBytes uint64 // size of the latest snapshot
+	ChunksSent    uint64 // MsgSnapshotChunks sent (snapshots larger than max_frame travel in chunks)
+	ChunksRecv    uint64 // MsgSnapshotChunks received
 	Engine        protocol.Stats
 }
 
@@ -141,18 +143,20 @@ type Replica struct {
 	store  *kv.Store
 
 	// Durability (durable.go).
-	disk         *snapDir           // snapshot files; nil without DataDir
-	compactor    protocol.Compactor // nil when the engine cannot forget instances
-	rows         []protocol.ReplicaID
-	snap         snapshot            // the latest state-machine snapshot (taken or installed)
-	snapTooLarge int                 // size of the last snapshot too large to send (logged once)
-	snapEvery    uint64              // 0 = never
-	snapAt       uint64              // executed commands at the last snapshot
-	execLog      []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
-	wlog         *wal.Log            // the log in DataDir (nil without); written by its group committer, read here only through logBytes
-	truncMin     uint64              // TruncateBytes
-	truncAt      uint64              // wlog's appended bytes after the last truncation
-	liveBytes    uint64              // bytes the last truncation kept
+	disk      *snapDir           // snapshot files; nil without DataDir
+	compactor protocol.Compactor // nil when the engine cannot forget instances
+	rows      []protocol.ReplicaID
+	snap      snapshot            // the latest state-machine snapshot (taken or installed)
+	snapEvery uint64              // 0 = never
+	snapAt    uint64              // executed commands at the last snapshot
+	execLog   []protocol.Instance // executed here, not covered by snap.frontier (installSnapshot)
+	wlog      *wal.Log            // the log in DataDir (nil without); written by its group committer, read here only through logBytes
+	truncMin  uint64              // TruncateBytes
+	truncAt   uint64              // wlog's appended bytes after the last truncation
+	liveBytes uint64              // bytes the last truncation kept
+	// Snapshots larger than max_frame, in chunks (chunk.go; event loop only).
+	chunkOut *chunkSender
+	chunkIn  *chunkAssembler
 
 	in inbox // client requests, filled by connection goroutines
 
@@ -179,6 +183,7 @@ type Replica struct {
 		proposed, committed, committedCmds, executed, executedCmds atomic.Uint64
 		replies, redirects, readys, syncs, records, messages       atomic.Uint64
 		suspected, snapshots, installed, snapBytes                 atomic.Uint64
+		chunksSent, chunksRecv                                     atomic.Uint64
 		mu                                                         sync.Mutex
 		engine                                                     protocol.Stats
 	}
@@ -303,6 +308,15 @@ func start(opts Options) (*Replica, error) {
 		r.tr = tcp
 	}
 	r.rel, _ = r.tr.(transport.Releaser)
+	sendRuntime := func(m protocol.Message) {
+		if m.Type == protocol.MsgSnapshotChunk {
+			r.stats.chunksSent.Add(1)
+		}
+		r.tr.Send(m)
+	}
+	r.chunkOut = newChunkSender(r.id, r.maxFrame(), cl.Tick.D(), sendRuntime, r.log)
+	r.chunkIn = newChunkAssembler(r.id, cl.Tick.D(), sendRuntime, r.log)
+	r.chunkIn.ahead = r.snapshotAhead
 	go r.run()
 	return r, nil
 }
@@ -372,6 +386,7 @@ func (r *Replica) Stats() Stats {
 		Redirects: s.redirects.Load(), Readys: s.readys.Load(), Syncs: s.syncs.Load(),
 		Records: s.records.Load(), Messages: s.messages.Load(), Suspected: s.suspected.Load(),
 		Snapshots: s.snapshots.Load(), Installed: s.installed.Load(), SnapshotBytes: s.snapBytes.Load(),
+		ChunksSent: s.chunksSent.Load(), ChunksRecv: s.chunksRecv.Load(),
 	}
 	s.mu.Lock()
 	out.Engine = s.engine

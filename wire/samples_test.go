@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 
@@ -95,7 +96,27 @@ func sampleMessages() map[string]protocol.Message {
 			Insts: []protocol.Instance{epaxosInstance(1, 10, 4), epaxosInstance(1, 11, 1), epaxosInstance(2, 3, 2)}},
 		"all-fields": all,
 		"maximal":    maxMsg,
+		// The runtime's chunked state transfer (docs/wire.md): a Multi-Paxos snapshot's
+		// header, then Data = uvarint total | uvarint offset | CRC-32C | bytes.
+		"snapshot-chunk": {Type: protocol.MsgSnapshotChunk, From: 1, To: 3, Index: 4096,
+			VBallot: protocol.Ballot{Round: 2, Replica: 1}, Deps: []protocol.InstanceID{{Num: 4096}},
+			Data: snapshotPrefix(200000, 65536, 0xdeadbeef, []byte("chunk bytes"))},
+		"snapshot-chunk-epaxos": {Type: protocol.MsgSnapshotChunk, From: 2, To: 1,
+			Deps: []protocol.InstanceID{{Replica: 1, Num: 70}, {Replica: 2, Num: 12}, {Replica: 3, Num: 9}},
+			Data: snapshotPrefix(1<<33, 0, 1, make([]byte, 300))},
+		"snapshot-ack": {Type: protocol.MsgSnapshotAck, From: 3, To: 1, Index: 4096,
+			VBallot: protocol.Ballot{Round: 2, Replica: 1}, Deps: []protocol.InstanceID{{Num: 4096}},
+			Data: snapshotPrefix(200000, 131072, 0xdeadbeef, nil)},
 	}
+}
+
+// snapshotPrefix builds the Data of a MsgSnapshotChunk (rest = the snapshot's bytes) or of
+// a MsgSnapshotAck (off = bytes held, rest empty), as package replica does.
+func snapshotPrefix(total, off uint64, crc uint32, rest []byte) []byte {
+	b := binary.AppendUvarint(nil, total)
+	b = binary.AppendUvarint(b, off)
+	b = binary.LittleEndian.AppendUint32(b, crc)
+	return append(b, rest...)
 }
 
 func sampleCommands() map[string]protocol.Command {

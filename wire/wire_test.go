@@ -160,6 +160,20 @@ func TestKnownEncoding(t *testing.T) {
 	}; !bytes.Equal(got, want) {
 		t.Errorf("Accepted = %v, want %v", got, want)
 	}
+	// A MsgSnapshotAck (docs/wire.md, state transfer): the fields of the snapshot it
+	// answers, then Data = total 200 | have 128 | CRC-32C 0x01020304.
+	ack := protocol.Message{Type: protocol.MsgSnapshotAck, From: 3, To: 1, Index: 9,
+		Deps: []protocol.InstanceID{{Num: 9}}, Data: []byte{0xc8, 0x01, 0x80, 0x01, 4, 3, 2, 1}}
+	if got, want := AppendMessage(nil, &ack), []byte{
+		67,         // MsgSnapshotAck
+		0x83, 0x26, // bitmap From|To|Index|Deps|Data = 0x1303
+		3, 1, // From, To
+		9,       // Index
+		1, 0, 9, // Deps: one, replica 0, num 9
+		8, 0xc8, 0x01, 0x80, 0x01, 4, 3, 2, 1, // Data: 8 bytes
+	}; !bytes.Equal(got, want) {
+		t.Errorf("SnapshotAck = %v, want %v", got, want)
+	}
 	rec := protocol.Record{Type: protocol.RecordBallot, Ballot: protocol.Ballot{Round: 4, Replica: 2}}
 	if got, want := AppendRecord(nil, &rec), []byte{1, 4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}; !bytes.Equal(got, want) {
 		t.Errorf("ballot record = %v, want %v", got, want)
@@ -179,6 +193,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"message/empty", decMsg, nil, ErrTruncated, "type"},
 		{"message/type-0", decMsg, []byte{0, 0}, ErrUnknownType, "message type 0"},
 		{"message/type-12", decMsg, []byte{12, 0}, ErrUnknownType, "message type 12"},
+		{"message/type-68", decMsg, []byte{68, 0}, ErrUnknownType, "message type 68"},
 		{"message/type-255", decMsg, []byte{255, 0}, ErrUnknownType, ""},
 		{"message/unknown-field", decMsg, []byte{1, 0x80, 0x40}, ErrMalformed, "unknown fields"},
 		{"message/overlong-bitmap", decMsg, []byte{1, 0x80, 0x00}, ErrMalformed, "overlong"},
