@@ -154,6 +154,21 @@ func ParseMatrix(r io.Reader) (*Matrix, error) {
 	return m, nil
 }
 
+// String formats the matrix as the CSV that ParseMatrix reads: a header of the sites, then
+// one row per site; every RTT in the shortest form that reads back exactly.
+func (m *Matrix) String() string {
+	var b strings.Builder
+	b.WriteString("site," + strings.Join(m.Sites, ",") + "\n")
+	for i, s := range m.Sites {
+		b.WriteString(s)
+		for _, v := range m.RTTMillis[i] {
+			b.WriteString("," + strconv.FormatFloat(v, 'f', -1, 64))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 // maxRTTMillis is the whole milliseconds in the longest time.Duration (about 292 years).
 const maxRTTMillis = math.MaxInt64 / int64(time.Millisecond)
 

@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/parliament-lab/parliament/transport"
@@ -192,16 +190,5 @@ func (m *Matrix) ForReplicas(n int) (*Matrix, error) {
 	return out, nil
 }
 
-// String formats the matrix as the CSV that ParseMatrix reads.
-func (m *Matrix) String() string {
-	var b strings.Builder
-	b.WriteString("site," + strings.Join(m.Sites, ",") + "\n")
-	for i, s := range m.Sites {
-		b.WriteString(s)
-		for _, v := range m.RTTMillis[i] {
-			b.WriteString("," + strconv.FormatFloat(v, 'f', -1, 64))
-		}
-		b.WriteString("\n")
-	}
-	return b.String()
-}
+// String formats the matrix as the CSV that ParseMatrix reads (transport.Matrix.String).
+func (m *Matrix) String() string { return (*transport.Matrix)(m).String() }
