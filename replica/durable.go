@@ -166,6 +166,9 @@ func (r *Replica) checkpoint() error {
 	if r.disk == nil || r.wlog == nil {
 		return nil
 	}
+	// The log's size, the snapshot file and the truncation all wait for the disk (logBytes
+	// for the group committer, which may be in an fsync).
+	defer r.diskEnd(r.diskBegin())
 	size, err := r.logBytes()
 	if err != nil {
 		return err
@@ -191,6 +194,7 @@ func (r *Replica) truncate(name string) error {
 	if !ok || r.disk == nil {
 		return nil
 	}
+	defer r.diskEnd(r.diskBegin())
 	live := r.compactor.LiveRecords()
 	if got := lastSnapshotFrontier(live[:min(1, len(live))]); !sameFrontier(got, r.snap.frontier) {
 		// Restarting from these records would look for a snapshot that does not exist:
@@ -317,7 +321,10 @@ func (r *Replica) installSnapshot(m *protocol.Message, owned bool) (step, instal
 		data = bytes.Clone(m.Data) // m.Data belongs to the transport's receive buffer
 	}
 	if r.disk != nil {
-		if name, err = r.disk.save(f, data); err != nil {
+		began := r.diskBegin()
+		name, err = r.disk.save(f, data)
+		r.diskEnd(began)
+		if err != nil {
 			return false, false, "", err
 		}
 	}

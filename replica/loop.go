@@ -18,9 +18,11 @@ const forgetTicks = 6000 // one minute at the default 10 ms tick
 const maxReadyRounds = 4
 
 // run is the event loop: the only goroutine that touches the engine, the executor and the
-// store.
+// store. It owns the log and closes it on its way out — also when Stop has given up on it
+// (a stuck fsync) and the transport is already closed.
 func (r *Replica) run() {
 	defer close(r.doneC)
+	defer r.closeLog()
 	ticker := time.NewTicker(r.cl.Tick.D())
 	defer ticker.Stop()
 	recv := r.tr.Recv()
@@ -92,6 +94,14 @@ func (r *Replica) run() {
 			r.fail(err)
 			return
 		}
+	}
+}
+
+// closeLog closes the log (the loop's, on its way out; Start's, when it fails).
+func (r *Replica) closeLog() {
+	defer r.diskEnd(r.diskBegin())
+	if err := r.wal.Close(); err != nil {
+		r.log.Error("closing log", "err", err)
 	}
 }
 
@@ -261,11 +271,16 @@ func (r *Replica) handleReady(p *pipeline) error {
 		}
 		// 1. Durable before anything leaves: one Append and one Sync for the whole Ready.
 		if len(rd.Persist) > 0 {
-			if err := r.wal.Append(rd.Persist); err != nil {
-				return fmt.Errorf("log append: %w", err)
+			began := r.diskBegin()
+			err := r.wal.Append(rd.Persist)
+			if err != nil {
+				err = fmt.Errorf("log append: %w", err)
+			} else if err = r.wal.Sync(); err != nil {
+				err = fmt.Errorf("log sync: %w", err)
 			}
-			if err := r.wal.Sync(); err != nil {
-				return fmt.Errorf("log sync: %w", err)
+			r.diskEnd(began)
+			if err != nil {
+				return err
 			}
 			r.stats.syncs.Add(1)
 			r.stats.records.Add(uint64(len(rd.Persist)))

@@ -94,7 +94,17 @@ type Options struct {
 	SuspectTicks int
 	// Logger receives the runtime's logs; nil = discard.
 	Logger *slog.Logger
+	// StopTimeout bounds how long Stop waits for the event loop; 0 or less =
+	// DefaultStopTimeout. A loop that does not stop in time is stuck in the disk (an
+	// append or fsync that never returns: a dying disk, a hung NFS mount): Stop then
+	// closes the transport, leaves the log to the loop and records ErrStopTimeout for Err.
+	StopTimeout time.Duration
 }
+
+// DefaultStopTimeout is how long Stop waits for the event loop unless Options.StopTimeout
+// says otherwise: far above the worst fsync of a healthy disk, short enough that a
+// supervisor's SIGTERM is answered before it resorts to SIGKILL.
+const DefaultStopTimeout = 10 * time.Second
 
 // Stats are the counters of one replica (for benchmarks and metrics).
 type Stats struct {
@@ -120,6 +130,10 @@ type Stats struct {
 
 // ErrStopped is returned by operations on a stopped replica.
 var ErrStopped = errors.New("replica: stopped")
+
+// ErrStopTimeout is reported by Err (wrapped, with what the loop was waiting for) when Stop
+// gave up waiting for the event loop after Options.StopTimeout.
+var ErrStopTimeout = errors.New("replica: stop timed out")
 
 // pendingCmd is a command received here whose reply is owed to a client.
 type pendingCmd struct {
@@ -160,9 +174,16 @@ type Replica struct {
 
 	in inbox // client requests, filled by connection goroutines
 
-	stopC    chan struct{}
-	doneC    chan struct{}
-	stopOnce sync.Once
+	stopC       chan struct{}
+	doneC       chan struct{}
+	stopOnce    sync.Once
+	stopTimeout time.Duration
+	// diskSince is when the loop started waiting for the disk (a log append or fsync, a
+	// snapshot file, closing the log), in Unix nanoseconds; 0 when it is not waiting. Only
+	// for Stop's report of a loop that does not stop.
+	diskSince atomic.Int64
+	stopMu    sync.Mutex
+	stopErr   error // ErrStopTimeout, wrapped; guarded by stopMu
 
 	// Event-loop state (touched only by the loop goroutine).
 	pending      pendingTable
@@ -229,6 +250,10 @@ func start(opts Options) (*Replica, error) {
 		waiting:      make(map[protocol.InstanceID]waitInst),
 		blockedSince: make(map[protocol.InstanceID]uint64),
 		replyCommit:  cl.ReplyOnCommit,
+		stopTimeout:  opts.StopTimeout,
+	}
+	if r.stopTimeout <= 0 {
+		r.stopTimeout = DefaultStopTimeout
 	}
 	r.in.signal = make(chan struct{}, 1)
 	if r.wal == nil {
@@ -246,11 +271,6 @@ func start(opts Options) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
 	}
-	closeLog := func() {
-		if err := r.wal.Close(); err != nil {
-			r.log.Error("closing log", "err", err)
-		}
-	}
 
 	seed := opts.Seed
 	if seed == 0 {
@@ -263,7 +283,7 @@ func start(opts Options) (*Replica, error) {
 	}
 	eng, err := newEngine(pcfg)
 	if err != nil {
-		closeLog()
+		r.closeLog()
 		return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
 	}
 	r.eng = eng
@@ -301,7 +321,7 @@ func start(opts Options) (*Replica, error) {
 			OnClient:  r.onClient,
 		})
 		if err != nil {
-			closeLog()
+			r.closeLog()
 			return nil, fmt.Errorf("replica %d: %w", opts.ID, err)
 		}
 		r.tcp = tcp
@@ -340,30 +360,81 @@ func (r *Replica) Addr() string {
 	return r.tcp.Addr().String()
 }
 
-// Stop stops the event loop, answers the commands still waiting here with an error,
-// closes the transport and the log, and waits for every goroutine. Safe to call twice.
+// Stop stops the event loop, which answers the commands still waiting here with an error
+// and closes the log, then closes the transport. Safe to call twice. When it returns in
+// time, every goroutine has ended.
+//
+// Stop waits for the loop at most Options.StopTimeout. A loop still running by then is
+// stuck in a call that no timeout can interrupt: a log append or fsync that has not
+// returned (a dying disk, a hung NFS mount). Stop then logs why at ERROR, closes the
+// transport anyway (peers and clients see the replica gone), records ErrStopTimeout for
+// Err and returns, leaving the log open: the stuck call is using it. Should that call
+// return later, the loop finishes on its own (what it sends is dropped by the closed
+// transport), closes the log, and then closes Done.
 func (r *Replica) Stop() {
 	r.stopOnce.Do(func() {
 		close(r.stopC)
-		<-r.doneC
-		r.tr.Close()
-		if err := r.wal.Close(); err != nil {
-			r.log.Error("closing log", "err", err)
+		timer := time.NewTimer(r.stopTimeout)
+		defer timer.Stop()
+		select {
+		case <-r.doneC:
+		case <-timer.C:
+			r.stopTimedOut()
 		}
+		r.tr.Close()
 	})
 }
 
-// Done is closed when the event loop has stopped (by Stop or by a fatal error).
+// stopTimedOut records and logs that the loop did not stop within the timeout.
+func (r *Replica) stopTimedOut() {
+	cause := "its event loop is busy outside the disk (a Replier whose Reply blocks?)"
+	var wait time.Duration
+	if since := r.diskSince.Load(); since != 0 {
+		wait = time.Since(time.Unix(0, since)).Round(time.Millisecond)
+		cause = fmt.Sprintf("a log append or fsync has not returned for %v; the disk may be hung", wait)
+	}
+	err := fmt.Errorf("%w after %v (replica %d): %s", ErrStopTimeout, r.stopTimeout, r.id, cause)
+	r.stopMu.Lock()
+	r.stopErr = err
+	r.stopMu.Unlock()
+	r.log.Error(fmt.Sprintf("replica did not stop within %v: %s; closing the transport, leaving the log open", r.stopTimeout, cause),
+		"timeout", r.stopTimeout, "disk_wait", wait)
+}
+
+// diskBegin notes, for Stop's report, that the loop starts waiting for the disk, unless it
+// already is (an outer call keeps its start); it returns whether it did, for diskEnd:
+// defer r.diskEnd(r.diskBegin()).
+func (r *Replica) diskBegin() bool { return r.diskSince.CompareAndSwap(0, time.Now().UnixNano()) }
+
+// diskEnd notes that the wait diskBegin started (began) is over.
+func (r *Replica) diskEnd(began bool) {
+	if began {
+		r.diskSince.Store(0)
+	}
+}
+
+// Done is closed when the event loop has stopped (by Stop or by a fatal error) and has
+// closed the log.
 func (r *Replica) Done() <-chan struct{} { return r.doneC }
 
-// Err returns the fatal error that stopped the loop, if any. Valid after Done is closed.
+// Err returns the fatal error that stopped the loop, if any (valid after Done is closed),
+// and ErrStopTimeout, wrapped, once Stop gave up waiting for the loop (both, in one
+// error that wraps each, when the loop then failed).
 func (r *Replica) Err() error {
+	r.stopMu.Lock()
+	stopErr := r.stopErr
+	r.stopMu.Unlock()
 	select {
 	case <-r.doneC:
-		return r.err
+		if r.err != nil {
+			if stopErr != nil {
+				return fmt.Errorf("%w; then the loop stopped: %w", stopErr, r.err)
+			}
+			return r.err
+		}
 	default:
-		return nil
 	}
+	return stopErr
 }
 
 // Submit hands client commands to the replica as if they had arrived on a connection;

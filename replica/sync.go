@@ -54,8 +54,9 @@ import (
 // and what it writes — the engine's live records — describes the engine now (durable or
 // not), durably. Installing a peer's snapshot replaces the store and the executor: the
 // loop first drains (waits for every held Ready and releases it), so the old executor
-// sees everything as it would have without the pipeline. Stop drains too; a failed commit
-// stops the replica (fail) without releasing anything that depended on it.
+// sees everything as it would have without the pipeline. Stop drains too (and gives up
+// after Options.StopTimeout when the fsync never ends: replica.go); a failed commit stops
+// the replica (fail) without releasing anything that depended on it.
 
 // asyncLog is a Log that makes records durable off the event loop. groupLog (the WAL in
 // DataDir) implements it; tests implement it with an fsync they control.
@@ -252,7 +253,10 @@ func (p *pipeline) releaseHead(r *Replica, wait bool) error {
 		if !wait {
 			panic("replica: releasing a held Ready whose records are not durable")
 		}
-		if err := <-h.done; err != nil {
+		began := r.diskBegin()
+		err := <-h.done
+		r.diskEnd(began)
+		if err != nil {
 			return fmt.Errorf("log sync: %w", err)
 		}
 		h.done = nil

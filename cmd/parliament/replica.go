@@ -134,12 +134,6 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	select {
 	case <-ctx.Done():
-		logger.Info("stopping", "replica", rid)
-		r.Stop()
-		st := r.Stats()
-		logger.Info("stopped", "replica", rid, "committed", st.Committed, "executed_cmds", st.ExecutedCmds, "replies", st.Replies,
-			"fsyncs", st.Syncs, "records", st.Records, "snapshots", st.Snapshots)
-		return nil
 	case <-r.Done():
 		return r.Err()
 	case err := <-metricsErr:
@@ -147,8 +141,18 @@ func runReplica(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("metrics on %s: %w", metricsAddr, err)
 		}
 		<-ctx.Done()
-		return nil
 	}
+	logger.Info("stopping", "replica", rid)
+	r.Stop()
+	if err := r.Err(); err != nil {
+		// replica.ErrStopTimeout (a disk call that never returned: the process exits
+		// anyway, with status 1), or a log failure while stopping.
+		return err
+	}
+	st := r.Stats()
+	logger.Info("stopped", "replica", rid, "committed", st.Committed, "executed_cmds", st.ExecutedCmds, "replies", st.Replies,
+		"fsyncs", st.Syncs, "records", st.Records, "snapshots", st.Snapshots)
+	return nil
 }
 
 // flagSet reports whether the flag was given on the command line.
