@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/parliament-lab/parliament/config"
-	"github.com/parliament-lab/parliament/epaxos"
-	"github.com/parliament-lab/parliament/multipaxos"
 	"github.com/parliament-lab/parliament/protocol"
 	"github.com/parliament-lab/parliament/transport"
 	"github.com/parliament-lab/parliament/wal"
@@ -222,19 +220,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 			c := newDiskCluster(t, proto, 20)
 			// Tiny retention: peers forget executed instances at once, so the wiped
 			// replica cannot catch up from their memory.
-			c.newEngine = func(cl *config.Cluster, pc protocol.Config) (protocol.Engine, error) {
-				if cl.Protocol == config.MultiPaxos {
-					mc := multipaxos.DefaultConfig()
-					mc.Config = pc
-					mc.RetainCmds = 1
-					return multipaxos.New(mc)
-				}
-				ec := epaxos.DefaultConfig()
-				ec.Config = pc
-				ec.RetainInstances = 1
-				ec.LatencyRank = LatencyRank(cl, pc.ID)
-				return epaxos.New(ec)
-			}
+			c.newEngine = tinyRetention
 			c.startAll()
 			acked := writeKeys(t, c.rs[1], 1, "a", 80)
 			c.stop(3)
