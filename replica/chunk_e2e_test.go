@@ -7,32 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/parliament-lab/parliament/config"
 	"github.com/parliament-lab/parliament/epaxos"
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/multipaxos"
 	"github.com/parliament-lab/parliament/protocol"
 )
-
-// lockedBuffer is a log sink shared by the replicas of a test, printed when it fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // tinyRetention builds the cluster's engine with retention 1: peers forget executed
 // instances at once, so a replica that lost them can only catch up by a snapshot.
@@ -68,7 +50,7 @@ func TestChunkedSnapshotCatchUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			freePorts(t, cl)
-			logs := &lockedBuffer{}
+			logs := &testnet.Buffer{}
 			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			base := t.TempDir()
 			dir := func(id protocol.ReplicaID) string { return filepath.Join(base, fmt.Sprint(id)) }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/parliament-lab/parliament/config"
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/protocol"
 )
 
@@ -58,7 +59,7 @@ const stopDeadline = 5 * time.Second
 type stuck struct {
 	r         *Replica
 	addr      string
-	logs      *lockedBuffer
+	logs      *testnet.Buffer
 	logClosed func() bool
 }
 
@@ -68,7 +69,7 @@ func startStuck(t *testing.T, log Log, newEngine func(protocol.Config) (protocol
 	t.Helper()
 	cl := testCluster(t, config.MultiPaxos, 1)
 	freePorts(t, cl)
-	s := &stuck{logs: &lockedBuffer{}}
+	s := &stuck{logs: &testnet.Buffer{}}
 	r, err := Start(Options{
 		Cluster: cl, ID: 1, Log: log, NewEngine: newEngine, StopTimeout: stopTimeout,
 		Logger: slog.New(slog.NewTextHandler(s.logs, nil)),

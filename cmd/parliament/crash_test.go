@@ -364,7 +364,7 @@ func TestReplicaRecoveryReports(t *testing.T) {
 	// Torn tail: three bytes of a frame header.
 	os.WriteFile(seg, append(append([]byte(nil), good...), 3, 0, 0), 0o644)
 	cmd := exec.Command(bin, "replica", "--config", cfg, "--id", "1")
-	logs := &syncBuffer{}
+	logs := &testnet.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

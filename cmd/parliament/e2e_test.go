@@ -75,24 +75,7 @@ type procCluster struct {
 	args  []string // extra `parliament replica` flags
 	mu    sync.Mutex
 	procs map[protocol.ReplicaID]*exec.Cmd
-	logs  map[protocol.ReplicaID]*syncBuffer // every incarnation's output, appended
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  map[protocol.ReplicaID]*testnet.Buffer // every incarnation's output, appended
 }
 
 // startE2E runs n non-durable replica processes.
@@ -121,9 +104,9 @@ func startProcs(t *testing.T, proto string, n int, args ...string) *procCluster 
 		t.Fatalf("generated config does not load: %v", err)
 	}
 	c := &procCluster{t: t, bin: bin, cfg: cfg, cl: cl, args: args,
-		procs: map[protocol.ReplicaID]*exec.Cmd{}, logs: map[protocol.ReplicaID]*syncBuffer{}}
+		procs: map[protocol.ReplicaID]*exec.Cmd{}, logs: map[protocol.ReplicaID]*testnet.Buffer{}}
 	for _, id := range cl.IDs() {
-		c.logs[id] = &syncBuffer{}
+		c.logs[id] = &testnet.Buffer{}
 		c.start(id)
 	}
 	t.Cleanup(func() {

@@ -1,5 +1,6 @@
-// Package testnet finds free loopback ports for tests that must know a replica's address
-// before it listens (a cluster file names every address up front).
+// Package testnet helps tests that run replicas on loopback: it finds free ports for tests
+// that must know a replica's address before it listens (a cluster file names every address
+// up front), and gives them a log sink safe for concurrent writers (Buffer).
 package testnet
 
 import (
