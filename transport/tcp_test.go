@@ -334,17 +334,24 @@ func TestLargeAndMixedSizes(t *testing.T) {
 	}
 }
 
-// releaseRounds sends 50 rounds of 100 messages of about 200 bytes (each round one large
-// read) from trs[0] to trs[1]; the receiver hands each batch to keep, then releases it.
-// It returns what each message's Data must read.
+// releaseRounds sends 50 rounds of 20 messages from trs[0] to trs[1]; the receiver hands
+// each batch to keep, then releases it. It returns what each message's Data must read.
+//
+// Each payload is over lendMin bytes, so every read that completes a frame is a large one
+// (lent with Config.Lend) however the sender's writes and the receiver's reads happen to
+// split the stream: with small payloads a fast reader may see only small reads. A round
+// (about 160 KiB) fits the send queue, so the sender never waits on this goroutine.
 func releaseRounds(t *testing.T, trs []*TCP, keep func(b []protocol.Message)) (want []string) {
 	t.Helper()
-	data := func(round int, seq uint64) string { return fmt.Sprintf("r%d-m%d-%0200d", round, seq, 0) }
+	data := func(round int, seq uint64) string { return fmt.Sprintf("r%d-m%d-%0*d", round, seq, lendMin, 0) }
 	for round := 0; round < 50; round++ {
-		for i := 0; i < 100; i++ {
-			trs[0].Send(protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(data(round, uint64(i)))})
+		for i := 0; i < 20; i++ {
+			m := protocol.Message{Type: protocol.MsgAccept, From: 1, To: 2, Seq: uint64(i), Data: []byte(data(round, uint64(i)))}
+			if err := trs[0].sendWait(&m); err != nil {
+				t.Fatalf("round %d: send: %v", round, err)
+			}
 		}
-		for got := 0; got < 100; {
+		for got := 0; got < 20; {
 			var b []protocol.Message
 			select {
 			case b = <-trs[1].Recv():
