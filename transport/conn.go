@@ -150,7 +150,7 @@ type conn struct {
 	nc     net.Conn
 	remote string
 	s2w    *s2.Writer // non-nil when compressed
-	r      io.Reader  // nc, or an s2 reader on it
+	r      io.Reader  // nc, or an s2Reader on it
 
 	once sync.Once
 	done chan struct{} // closed by fail
@@ -162,7 +162,7 @@ func newConn(nc net.Conn, compress bool) *conn {
 	if compress {
 		// Concurrency 1: compress in the writer goroutine, start no goroutines of its own.
 		c.s2w = s2.NewWriter(nc, s2.WriterConcurrency(1), s2.WriterBlockSize(s2BlockSize))
-		c.r = s2.NewReader(nc, s2.ReaderMaxBlockSize(s2BlockSize))
+		c.r = newS2Reader(nc, s2BlockSize)
 	} else {
 		c.r = nc
 	}
