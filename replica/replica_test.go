@@ -197,30 +197,25 @@ func TestReadWriteMem(t *testing.T) {
 	}
 }
 
+// TestReadWriteTCP runs each protocol on loopback TCP, with and without s2 compression on
+// the peer connections (cluster file `compress: true`).
 func TestReadWriteTCP(t *testing.T) {
 	for _, proto := range []string{config.MultiPaxos, config.EPaxos} {
-		t.Run(proto, func(t *testing.T) {
-			if _, ok := engines[proto]; !ok {
-				t.Skip("engine not built in")
-			}
-			c := startTCP(t, testCluster(t, proto, 3))
-			for _, r := range c.rs {
-				if r.Addr() != c.cl.Replicas[r.ID()-1].Address {
-					t.Errorf("replica %d listens on %s, want %s", r.ID(), r.Addr(), c.cl.Replicas[r.ID()-1].Address)
+		for _, compress := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/compress=%v", proto, compress), func(t *testing.T) {
+				if _, ok := engines[proto]; !ok {
+					t.Skip("engine not built in")
 				}
-			}
-			checkReadWrite(t, c)
-		})
-	}
-}
-
-func TestStopTwice(t *testing.T) {
-	c := startMem(t, testCluster(t, config.MultiPaxos, 3))
-	c.rs[0].Stop()
-	c.rs[0].Stop()
-	select {
-	case <-c.rs[0].Done():
-	default:
-		t.Fatal("Done not closed after Stop")
+				cl := testCluster(t, proto, 3)
+				cl.Compress = compress
+				c := startTCP(t, cl)
+				for _, r := range c.rs {
+					if r.Addr() != c.cl.Replicas[r.ID()-1].Address {
+						t.Errorf("replica %d listens on %s, want %s", r.ID(), r.Addr(), c.cl.Replicas[r.ID()-1].Address)
+					}
+				}
+				checkReadWrite(t, c)
+			})
+		}
 	}
 }
