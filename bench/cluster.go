@@ -43,6 +43,7 @@ type clusterOptions struct {
 	matrix   *workloads.Matrix // already sized for n replicas (ForReplicas); nil = no WAN
 	leader   string            // Multi-Paxos preferred leader site ("" = first site)
 	durable  bool
+	compress bool // s2 on the peer connections
 	seed     int64
 	tick     time.Duration
 	// electionTicks for Multi-Paxos (0 = engine default).
@@ -125,7 +126,7 @@ func startCluster(o clusterOptions) (*cluster, error) {
 	for i := range o.n {
 		id := protocol.ReplicaID(i + 1)
 		handed = i + 1 // NewTCP closes it even when it fails
-		tcp, err := transport.NewTCP(transport.Config{ID: id, ClusterID: cl.ClusterID, Listener: lns[i], Peers: cl.Addresses(), Logger: logger})
+		tcp, err := transport.NewTCP(transport.Config{ID: id, ClusterID: cl.ClusterID, Listener: lns[i], Peers: cl.Addresses(), Compress: o.compress, Logger: logger})
 		if err != nil {
 			closeUnstarted()
 			c.stop()

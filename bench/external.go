@@ -46,6 +46,10 @@ func RunExternal(ctx context.Context, meta result.Meta, path string, cfgs []Conf
 		if cfg.Fail != nil {
 			return f, fmt.Errorf("bench: --fail is not supported with --config (external cluster): the bench cannot crash replicas it did not start")
 		}
+		if cfg.Compress && !cl.Compress {
+			return f, fmt.Errorf("bench: --compress with --config: an external cluster compresses when its cluster file says compress: true, and %s does not", path)
+		}
+		cfg.Compress = cl.Compress // its clients ask for s2 too (client.Options)
 		r, err := runExternal(ctx, cl, cfg, progress)
 		if err != nil {
 			return f, err

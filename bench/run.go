@@ -41,6 +41,7 @@ type Config struct {
 	Duration    time.Duration
 	Warmup      time.Duration
 	Durable     bool
+	Compress    bool // s2 compression on the replicas' peer connections
 	Fail        *FailSpec
 	Seed        int64
 	Repeat      int
@@ -226,7 +227,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (result.Run, error)
 	}
 	eTicks, rTicks := cfg.electionTicks(m), cfg.recoveryTicks(m)
 	co := clusterOptions{
-		protocol: cfg.Protocol, n: cfg.Replicas, matrix: m, leader: leader, durable: cfg.Durable,
+		protocol: cfg.Protocol, n: cfg.Replicas, matrix: m, leader: leader, durable: cfg.Durable, compress: cfg.Compress,
 		seed: cfg.Seed, tick: cfg.Tick, electionTicks: eTicks, recoveryTicks: rTicks, logger: cfg.Logger,
 	}
 	c, err := startLed(ctx, co, cfg.Protocol == workloads.MultiPaxos)
@@ -401,7 +402,7 @@ func (c *cluster) leaderViews() []protocol.ReplicaID {
 func (cfg *Config) collect(m *workloads.Matrix, leader string, loads []*siteLoad, before, after totals, crashAt time.Duration) result.Run {
 	r := result.Run{
 		Name: cfg.Name, Experiment: cfg.Experiment, Protocol: cfg.Protocol, Replicas: cfg.Replicas,
-		Conflict: cfg.Workload.ConflictPct, WAN: cfg.WAN, Leader: leader, Durable: cfg.Durable,
+		Conflict: cfg.Workload.ConflictPct, WAN: cfg.WAN, Leader: leader, Durable: cfg.Durable, Compress: cfg.Compress,
 		Clients: cfg.Clients, Outstanding: cfg.Outstanding, RateOps: cfg.RateOps, Repeat: cfg.Repeat, Seed: cfg.Seed,
 		DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(), TimelineStepS: cfg.TimelineStep.Seconds(),
 	}

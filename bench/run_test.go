@@ -2,11 +2,14 @@ package bench
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/parliament-lab/parliament/internal/testnet"
 	"github.com/parliament-lab/parliament/workloads"
 )
 
@@ -101,5 +104,28 @@ func TestFailureGap(t *testing.T) {
 	// machine under -race adds pauses of its own).
 	if ep := gaps[workloads.EPaxos]; ep > base[workloads.EPaxos]+0.1 {
 		t.Errorf("epaxos gap %.2fs, %.2fs before the crash: want no gap (other sites keep committing)", ep, base[workloads.EPaxos])
+	}
+}
+
+// TestCompressedRun runs both protocols with s2 on the peer connections (--compress): the
+// transports negotiate it (they log each peer connection's compression), the run
+// completes without errors or drops, and the result records it.
+func TestCompressedRun(t *testing.T) {
+	for _, proto := range []string{workloads.EPaxos, workloads.MultiPaxos} {
+		var logs testnet.Buffer
+		logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		r, err := Run(context.Background(), Config{Experiment: ExpThroughput, Protocol: proto, Replicas: 3, WAN: "none",
+			Clients: 2, Outstanding: 4, Duration: time.Second, Warmup: 300 * time.Millisecond, Seed: 1,
+			Compress: true, Logger: logger}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ThroughputOps <= 0 || r.Errors != 0 || r.Dropped != 0 || !r.Compress {
+			t.Fatalf("%s: throughput %v, errors %d, dropped %d, compress %v", proto, r.ThroughputOps, r.Errors, r.Dropped, r.Compress)
+		}
+		connected := strings.Count(logs.String(), "transport: peer connected")
+		if connected == 0 || strings.Count(logs.String(), "compress=true") < connected {
+			t.Fatalf("%s: %d peer connections logged, not all compressed:\n%s", proto, connected, logs.String())
+		}
 	}
 }

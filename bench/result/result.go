@@ -54,10 +54,11 @@ type Run struct {
 	WAN         string  `json:"wan"`      // matrix name or file; "none"
 	Leader      string  `json:"leader"`   // Multi-Paxos leader site ("" for EPaxos)
 	Durable     bool    `json:"durable"`
-	Clients     int     `json:"clients"`     // per site
-	Outstanding int     `json:"outstanding"` // per client
-	RateOps     float64 `json:"rate_ops"`    // open-loop target (total ops/s); 0 = closed loop
-	Repeat      int     `json:"repeat"`      // 0-based repetition of the same configuration
+	Compress    bool    `json:"compress,omitempty"` // s2 compression on the peer connections (in-process) or in the cluster file (external)
+	Clients     int     `json:"clients"`            // per site
+	Outstanding int     `json:"outstanding"`        // per client
+	RateOps     float64 `json:"rate_ops"`           // open-loop target (total ops/s); 0 = closed loop
+	Repeat      int     `json:"repeat"`             // 0-based repetition of the same configuration
 	Seed        int64   `json:"seed"`
 	DurationS   float64 `json:"duration_s"` // measured window (after warm-up)
 	WarmupS     float64 `json:"warmup_s"`
@@ -229,7 +230,7 @@ var CSVHeader = []string{
 	"commit_p50_ms", "commit_p90_ms", "commit_p99_ms", "commit_p999_ms",
 	"exec_p50_ms", "exec_p90_ms", "exec_p99_ms", "exec_p999_ms", "optimum_commit_ms",
 	"elections", "retries", "redirects", "recoveries", "dropped_msgs", "host_stall_p99_ms", "host_stall_max_ms", "other_cpu",
-	"external",
+	"external", "compress",
 }
 
 // IsExternal reports whether r, a run of f, benchmarked an external cluster, so that its
@@ -272,7 +273,7 @@ func WriteCSV(w io.Writer, f *File) error {
 				ff(s.Exec.P50), ff(s.Exec.P90), ff(s.Exec.P99), ff(s.Exec.P999), ff(s.Optimum),
 				ru(r.Elections), strconv.FormatInt(r.Retries, 10), strconv.FormatInt(r.Redirects, 10),
 				ru(r.Recoveries), ru(r.Dropped), rf(r.HostStall.P99), rf(r.HostStall.Max), rf(r.OtherCPU),
-				strconv.FormatBool(ext),
+				strconv.FormatBool(ext), strconv.FormatBool(r.Compress),
 			}
 			if err := cw.Write(row); err != nil {
 				return err

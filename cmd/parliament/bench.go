@@ -58,6 +58,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	duration := fs.Duration("duration", 10*time.Second, "measured time per run")
 	warmup := fs.Duration("warmup", time.Second, "warm-up per run, not measured")
 	durable := fs.Bool("durable", false, "replicas fsync their write-ahead log (in a temporary directory) before answering")
+	compress := fs.Bool("compress", false, "s2 compression on the replicas' peer connections (with --config: the cluster file's compress setting decides)")
 	fail := fs.String("fail", "", "crash the replica of SITE at DURATION after the load starts, e.g. CA@4s")
 	seed := fs.Int64("seed", 1, "master seed of the workload and the engines")
 	out := fs.String("out", "", "results directory (default results/<date>-<commit>)")
@@ -112,6 +113,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfgs[i].Logger = stderrLogger(stderr)
 		}
 		cfgs[i].ElectionTicks, cfgs[i].RecoveryTicks, cfgs[i].RetryTimeout = *electionTicks, *recoveryTicks, *retryTimeout
+		cfgs[i].Compress = *compress
 	}
 	meta := bench.Stamp(append([]string{"parliament", "bench"}, args...), *seed, *durable, suite)
 	dir := *out

@@ -57,9 +57,10 @@ func TestBenchExternalSweep(t *testing.T) {
 	}
 }
 
-// TestBenchExternalRefusesFail: the bench cannot crash a replica it did not start (refused
-// before it connects, so no replica needs to run).
-func TestBenchExternalRefusesFail(t *testing.T) {
+// TestBenchExternalRefuses: the bench cannot crash a replica it did not start, nor turn
+// on compression that the cluster file leaves off (both refused before it connects, so no
+// replica needs to run).
+func TestBenchExternalRefuses(t *testing.T) {
 	var file, stderr bytes.Buffer
 	if code := run([]string{"config", "--replicas", "3"}, &file, &stderr); code != 0 {
 		t.Fatalf("parliament config: exit %d: %s", code, stderr.String())
@@ -68,10 +69,18 @@ func TestBenchExternalRefusesFail(t *testing.T) {
 	if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stderr.Reset()
-	var stdout bytes.Buffer
-	code := run([]string{"bench", "--config", path, "--fail", "CA@500ms", "--duration", "1s", "--out", t.TempDir()}, &stdout, &stderr)
-	if code != 1 || !strings.Contains(stderr.String(), "--fail is not supported with --config") {
-		t.Errorf("exit %d: %s", code, stderr.String())
+	for _, c := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--fail", "CA@500ms"}, "--fail is not supported with --config"},
+		{[]string{"--compress"}, "--compress with --config"},
+	} {
+		stderr.Reset()
+		var stdout bytes.Buffer
+		args := append([]string{"bench", "--config", path, "--duration", "1s", "--out", t.TempDir()}, c.flags...)
+		if code := run(args, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d: %s", c.flags, code, stderr.String())
+		}
 	}
 }
