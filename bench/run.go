@@ -137,6 +137,18 @@ func (c *Config) Validate() error {
 	if c.RateOps < 0 {
 		return fmt.Errorf("bench: rate %v: want >= 0", c.RateOps)
 	}
+	if c.Tick < 0 || c.TimelineStep < 0 {
+		return fmt.Errorf("bench: tick %v, timeline step %v: want >= 0 (0 = default)", c.Tick, c.TimelineStep)
+	}
+	if c.ElectionTicks < 0 {
+		return fmt.Errorf("bench: election ticks %d: want >= 0 (0 = from the WAN)", c.ElectionTicks)
+	}
+	if c.RecoveryTicks < -1 {
+		return fmt.Errorf("bench: recovery ticks %d: want >= 0 (0 = from the WAN), or -1 (the engine's defaults)", c.RecoveryTicks)
+	}
+	if c.RetryTimeout < 0 {
+		return fmt.Errorf("bench: retry timeout %v: want >= 0 (0 = from the WAN)", c.RetryTimeout)
+	}
 	if c.Fail != nil && (c.Fail.At <= 0 || c.Fail.At >= c.Warmup+c.Duration) {
 		return fmt.Errorf("bench: --fail at %v is outside the run (warm-up %v + duration %v)", c.Fail.At, c.Warmup, c.Duration)
 	}

@@ -39,12 +39,21 @@ func TestConfigValidate(t *testing.T) {
 		"outstanding":   func(c *Config) { c.Outstanding = 0 },
 		"fail too late": func(c *Config) { c.Fail = &FailSpec{Site: "CA", At: time.Hour} },
 		"conflict":      func(c *Config) { c.Workload.ConflictPct = 200 },
+		"value size":    func(c *Config) { c.Workload.ValueSize = -1 },
+		"tick":          func(c *Config) { c.Tick = -time.Millisecond },
+		"election":      func(c *Config) { c.ElectionTicks = -5 },
+		"recovery":      func(c *Config) { c.RecoveryTicks = -2 },
+		"retry":         func(c *Config) { c.RetryTimeout = -time.Second },
 	} {
 		c := ok
 		mut(&c)
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+	ok.RecoveryTicks = -1 // the engine's defaults: allowed
+	if err := ok.Validate(); err != nil {
+		t.Errorf("recovery ticks -1: %v", err)
 	}
 	if !strings.HasPrefix(ok.Name, "custom/epaxos/n5/c0/none") {
 		t.Errorf("derived name %q", ok.Name)

@@ -45,16 +45,18 @@ func (s Spec) Defaults() Spec {
 	if s.Distribution == "" {
 		s.Distribution = DistConflict
 	}
-	if s.PrivateKeys <= 0 {
+	// Only zero fields: a negative one is an error that Validate reports, not a request
+	// for the default.
+	if s.PrivateKeys == 0 {
 		s.PrivateKeys = 1024
 	}
-	if s.Keys <= 0 {
+	if s.Keys == 0 {
 		s.Keys = 1 << 20
 	}
 	if s.Theta == 0 {
 		s.Theta = 0.99
 	}
-	if s.ValueSize <= 0 {
+	if s.ValueSize == 0 {
 		s.ValueSize = 16
 	}
 	return s
@@ -76,8 +78,11 @@ func (s Spec) Validate() error {
 	if s.Distribution == DistZipf && (s.Theta <= 0 || s.Theta == 1) {
 		return fmt.Errorf("workloads: zipf theta %v: want > 0 and != 1", s.Theta)
 	}
-	if s.ValueSize > 1<<20 {
-		return fmt.Errorf("workloads: value size %d: at most 1 MiB", s.ValueSize)
+	if s.ValueSize < 0 || s.ValueSize > 1<<20 {
+		return fmt.Errorf("workloads: value size %d: want 1 byte to 1 MiB", s.ValueSize)
+	}
+	if s.Keys < 0 || s.PrivateKeys < 0 {
+		return fmt.Errorf("workloads: key space %d (private keys %d): want >= 1", s.Keys, s.PrivateKeys)
 	}
 	return nil
 }

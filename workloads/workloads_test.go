@@ -232,7 +232,7 @@ func TestZipfSkew(t *testing.T) {
 }
 
 func TestSpecValidate(t *testing.T) {
-	for _, s := range []Spec{{Distribution: "x"}, {ConflictPct: 101}, {ReadPct: -1}, {ValueSize: 2 << 20}} {
+	for _, s := range []Spec{{Distribution: "x"}, {ConflictPct: 101}, {ReadPct: -1}, {ValueSize: 2 << 20}, {ValueSize: -1}, {Keys: -5}} {
 		if err := s.Defaults().Validate(); err == nil {
 			t.Errorf("%+v accepted", s)
 		}

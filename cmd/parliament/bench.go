@@ -114,6 +114,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		cfgs[i].ElectionTicks, cfgs[i].RecoveryTicks, cfgs[i].RetryTimeout = *electionTicks, *recoveryTicks, *retryTimeout
 		cfgs[i].Compress = *compress
+		// Before any run starts. (With --config, RunExternal validates each run once the
+		// cluster file has set its protocol and size.)
+		if *configPath == "" {
+			if err := cfgs[i].Validate(); err != nil {
+				return err
+			}
+		}
 	}
 	meta := bench.Stamp(append([]string{"parliament", "bench"}, args...), *seed, *durable, suite)
 	dir := *out

@@ -85,15 +85,29 @@ func TestBenchCommandWritesResults(t *testing.T) {
 	}
 }
 
+// TestBenchUsageErrors: bad flags and values are refused with exit 1 (2 for a usage
+// error) and a message naming the value, before any run starts (each case returns at
+// once: the default suite would take minutes).
 func TestBenchUsageErrors(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"bench", "--fail", "nowhere"}, &stdout, &stderr); code != 1 {
-		t.Errorf("bad --fail: exit %d", code)
-	}
-	if code := run([]string{"bench", "extra"}, &stdout, &stderr); code != 2 {
-		t.Errorf("extra argument: exit %d", code)
-	}
-	if code := run([]string{"bench", "--repeat", "0"}, &stdout, &stderr); code != 1 {
-		t.Errorf("--repeat 0: exit %d", code)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--fail", "nowhere"}, 1, "nowhere"},
+		{[]string{"extra"}, 2, "extra"},
+		{[]string{"--repeat", "0"}, 1, "--repeat 0"},
+		{[]string{"--value-size", "-1"}, 1, "value size -1"},
+		{[]string{"--keys", "-3", "--distribution", "uniform"}, 1, "key space -3"},
+		{[]string{"--election-ticks", "-5"}, 1, "election ticks -5"},
+		{[]string{"--recovery-ticks", "-2"}, 1, "recovery ticks -2"},
+		{[]string{"--retry-timeout", "-1s"}, 1, "retry timeout -1s"},
+		{[]string{"--compress=maybe"}, 2, "compress"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(append([]string{"bench"}, c.args...), &stdout, &stderr)
+		if code != c.code || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d naming %q", c.args, code, stderr.String(), c.code, c.want)
+		}
 	}
 }
