@@ -184,6 +184,31 @@ type Config struct {
 	tamper func(st *kv.Store)
 }
 
+// Validate reports the first bad field, as a run would (Run reports it as a failed seed):
+// callers check a configuration once before running many seeds of it.
+// It also builds one engine of the protocol, which refuses what the protocol cannot run
+// (EPaxos on an even number of replicas).
+func (c *Config) Validate() error {
+	out, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	newEngine := out.NewEngine
+	if newEngine == nil {
+		if newEngine, err = Engine(out.Protocol, out.Mutation); err != nil {
+			return err
+		}
+	}
+	ids := make([]protocol.ReplicaID, out.Replicas)
+	for i := range ids {
+		ids[i] = protocol.ReplicaID(i + 1)
+	}
+	if _, err := newEngine(protocol.Config{ID: 1, Replicas: ids}); err != nil {
+		return fmt.Errorf("sim: %d replicas: %w", out.Replicas, err)
+	}
+	return nil
+}
+
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
 	if out.Protocol != EPaxos && out.Protocol != MultiPaxos && out.NewEngine == nil {

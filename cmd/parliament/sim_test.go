@@ -111,9 +111,16 @@ func TestSimUsageErrors(t *testing.T) {
 		{"--mutation", "fast-quorum-minus-one", "--protocol", "multipaxos"},
 		{"--bogus-flag"},
 		{"extra-arg"},
+		{"--replicas", "4"}, // EPaxos: odd only
+		{"--replicas", "0", "--protocol", "multipaxos"},
+		{"--clients", "-1"},
+		{"--keys", "-2"},
+		{"--ops", "-5"},
+		{"--skew", "-1"},
 	} {
 		code, out, errOut := runSimCLI(t, args...)
-		if code == 0 || code == 1 && strings.Contains(out, "summary:") {
+		// Refused before any seed runs: no seed reported as failed.
+		if code == 0 || code == 1 && (strings.Contains(out, "summary:") || strings.Contains(out, "FAIL seed")) {
 			t.Errorf("sim %v: exit %d, want a usage or configuration error\n%s%s", args, code, out, errOut)
 		}
 	}
