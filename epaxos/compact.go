@@ -291,6 +291,7 @@ func (e *Engine) tickFrontier() {
 func (e *Engine) onSnapshot(m *protocol.Message) {
 	e.noteFrontier(e.ri(m.From), m.Deps)
 	if !e.SnapshotAhead(m.Deps) {
+		e.learnExecuted(m.Deps)
 		return
 	}
 	e.counts.snapInstalled++

@@ -30,7 +30,10 @@ type instance struct {
 	touched  int64                 // tick of the last sign of progress
 	jitter   int64                 // extra recovery delay for this instance
 	seen     uint32                // highest ballot round seen in a refusal
-	orig     []protocol.Command    // leader: the commands proposed, re-proposed if recovery commits a no-op
+	// executedElsewhere: a peer's snapshot frontier covers this instance, so it was
+	// committed (recovery: see knownCommitted). Volatile: a restart asks again.
+	executedElsewhere bool
+	orig              []protocol.Command // leader: the commands proposed, re-proposed if recovery commits a no-op
 }
 
 // Engine is one EPaxos replica. See the package documentation.
@@ -386,6 +389,14 @@ func (e *Engine) Suspect(ids []protocol.InstanceID) {
 	for _, id := range ids {
 		inst := e.get(id, true)
 		if inst == nil || inst.status == protocol.StatusCommitted || inst.lead != nil {
+			continue
+		}
+		if inst.ballot.Round > 0 && inst.ballot.Replica != e.self && e.now-inst.touched < int64(e.cfg.RecoveryTicks)/2 {
+			// Another replica's recovery is under way (we promised its ballot lately):
+			// starting one more here, with a higher ballot, would only preempt it.
+			// Replicas whose executors were all blocked on one instance, suspecting it
+			// every period, kept preempting each other's recoveries for ever (sim seed
+			// 108009, N=5). The recovery timer takes over if that recovery goes quiet.
 			continue
 		}
 		e.watchInst(inst)

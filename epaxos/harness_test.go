@@ -322,6 +322,15 @@ func blocked(e *Engine) []protocol.InstanceID {
 	return out
 }
 
+// recoverNow starts a recovery of x at id at once, as its recovery timer firing would:
+// unlike Suspect, it does not defer to another replica's recovery under way.
+func (c *cluster) recoverNow(id protocol.ReplicaID, x protocol.InstanceID) {
+	e := c.eng[id]
+	inst := e.get(x, true)
+	e.watchInst(inst)
+	e.startRecovery(inst)
+}
+
 // suspectBlocked hands Suspect what the executor at id would report as blocked.
 func (c *cluster) suspectBlocked(id protocol.ReplicaID) {
 	if c.down[id] {

@@ -129,6 +129,9 @@ func (e *Engine) refused(inst *instance, b protocol.Ballot) {
 	e.finishLead(inst)
 	inst.touched = e.now
 	e.watchInst(inst)
+	// A new delay for the next attempt, over a wider range than the first one, so that
+	// recoverers that preempted each other do not meet again at the same moment.
+	inst.jitter = e.rng.Int64N(int64(e.cfg.RecoveryTicks) + 1)
 }
 
 // phaseMsg is the request of the current phase, without destination.

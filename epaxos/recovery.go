@@ -152,6 +152,9 @@ func (e *Engine) decideRecovery(inst *instance) {
 	// the qn non-leader replicas that answered.
 	need := (e.fqR - 1) - ((e.n - 1) - qn)
 	switch {
+	case !noFast && cand != nil && inst.executedElsewhere && !e.cfg.UnsafeRecoveryIgnoreAccepted:
+		ls.cand = prepReply{cmds: cand.cmds, deps: slices.Clone(cand.deps), seq: cand.seq}
+		e.acceptCandidate(inst, ls)
 	case !noFast && cand != nil && votes >= need:
 		e.resetPhase(ls, phValidate)
 		ls.cand = prepReply{cmds: cand.cmds, deps: slices.Clone(cand.deps), seq: cand.seq}
@@ -174,6 +177,45 @@ func (e *Engine) decideRecovery(inst *instance) {
 		e.resetPhase(ls, phAccept)
 		e.startAccept(inst, ls, []protocol.Command{protocol.Noop()}, make([]uint64, e.n), 0)
 	}
+}
+
+// learnExecuted takes a peer's snapshot frontier that this replica cannot install (it is
+// not ahead in every row): the instances it covers executed at that peer, so they are
+// committed, which a recovery of one of them can use (knownCommitted). This is how a
+// recovery ends when the replicas that know an instance's outcome have executed and
+// forgotten it: they answer its EPrepare and EValidate with a snapshot, not a vote.
+func (e *Engine) learnExecuted(frontier []protocol.InstanceID) {
+	for _, inst := range e.leading {
+		ls := inst.lead
+		if ls == nil || !ls.recovery || inst.status == protocol.StatusCommitted || inst.executedElsewhere {
+			continue
+		}
+		for _, d := range frontier {
+			if d.Replica == inst.id.Replica && inst.id.Num <= d.Num {
+				inst.executedElsewhere = true
+				if (ls.phase == phValidate || ls.phase == phWait) && !e.cfg.UnsafeRecoveryIgnoreAccepted {
+					// Validating the fast-path candidate: it is the committed value.
+					e.acceptCandidate(inst, ls)
+				}
+				break
+			}
+		}
+	}
+}
+
+// knownCommitted is step 3's shortcut when the instance is known to be committed
+// (executedElsewhere): with no committed or accepted value among F+1 EPrepareOK replies
+// (which intersect the majority of any slow-path or recovery commit), it was committed on
+// the fast path, with its leader's proposal, which is what a ballot-0 vote identical to
+// the proposal (cand) carries. The candidate is accepted without validation, whose only
+// purpose is to tell a fast commit from none; validation may never end here (the
+// validators that executed the instance forgot it and answer with snapshots, others may
+// abstain). Without such a vote in the quorum the usual steps run: they are safe without
+// the knowledge.
+func (e *Engine) acceptCandidate(inst *instance, ls *lead) {
+	cand := ls.cand
+	e.resetPhase(ls, phAccept)
+	e.startAccept(inst, ls, cand.cmds, cand.deps, cand.seq)
 }
 
 // What a recovery knows about one replica's ballot-0 vote for the candidate value.

@@ -364,8 +364,10 @@ func TestSutraCounterexample(t *testing.T) {
 
 	// Recovery b3 by 3 with quorum {3, 1}: 3's promise is now above b2 while its vote is
 	// from b1; 1 voted at b2. Both promised b3, so a single ballot variable would report
-	// b3 for both votes and the tie would let 3 pick its own b1 value.
-	c.eng[3].Suspect([]protocol.InstanceID{iid(1, 1)})
+	// b3 for both votes and the tie would let 3 pick its own b1 value. (3 promised 2's
+	// recovery ballot, so Suspect would defer to it: the recovery starts as 3's recovery
+	// timer would start it once 2 went quiet.)
+	c.recoverNow(3, iid(1, 1))
 	c.flush(3)
 	if r3 := c.eng[3].get(iid(1, 1), false); r3.vballot != b1 || !b2.Less(r3.ballot) {
 		t.Fatalf("3 holds vote %v under promise %v; want vote b1 %v kept apart from a promise above b2 %v",

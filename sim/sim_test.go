@@ -484,3 +484,26 @@ func TestRegressionEPaxosLatePrepareOKAccepted(t *testing.T) {
 		t.Fatalf("seed 2601: %v", r.Violations[0].Error())
 	}
 }
+
+// TestRegressionEPaxosRecoveryLiveness replays seeds (30,000-seed sweeps of both sizes,
+// compaction drawn with tiny retention) whose operations never completed after the heal:
+//   - 103675, 105214, 114960, 117956 (N=3) and 107881, 127819 (N=5): an instance's
+//     outcome was known only to replicas that had executed and forgotten it; they
+//     answered its recovery with snapshots the recoverers could not install (each side
+//     ahead in another row), and validation never gathered F+1 answers. A snapshot
+//     frontier covering the instance now tells the recovery it was committed, so its
+//     fast-path candidate is accepted without validation (epaxos learnExecuted).
+//   - 108009 (N=5): replicas whose executors were blocked on one instance suspected it
+//     every period and kept preempting each other's recoveries. Suspect now defers to a
+//     recovery under way, and a refused recoverer draws a new delay.
+func TestRegressionEPaxosRecoveryLiveness(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		seed uint64
+	}{{3, 103675}, {3, 105214}, {3, 114960}, {3, 117956}, {5, 107881}, {5, 108009}, {5, 127819}} {
+		r := Run(Config{Protocol: EPaxos, Replicas: c.n, Seed: c.seed, Faults: AllFaults()})
+		if r.Failed() {
+			t.Errorf("N=%d seed %d: %v", c.n, c.seed, r.Violations[0].Error())
+		}
+	}
+}
