@@ -146,8 +146,9 @@
 // Instances of one replica are bounded by MaxInFlight, so under 100% conflict the
 // proposal rate turns into bigger batches rather than more concurrent instances, which
 // keeps dependency cycles (strongly connected components the executor must wait for)
-// short. Recoveries back off with seeded jitter and a refused coordinator yields to the
-// higher ballot.
+// short. Recoveries back off with seeded jitter, a refused coordinator yields to the
+// higher ballot and draws a new delay, and Suspect defers to another replica's recovery
+// under way.
 //
 // # Messages (field use per type)
 //
