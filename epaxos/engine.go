@@ -31,7 +31,7 @@ type instance struct {
 	jitter   int64                 // extra recovery delay for this instance
 	seen     uint32                // highest ballot round seen in a refusal
 	// executedElsewhere: a peer's snapshot frontier covers this instance, so it was
-	// committed (recovery: see knownCommitted). Volatile: a restart asks again.
+	// committed (recovery: see acceptCandidate). Volatile: a restart asks again.
 	executedElsewhere bool
 	orig              []protocol.Command // leader: the commands proposed, re-proposed if recovery commits a no-op
 }

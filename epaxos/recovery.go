@@ -181,7 +181,7 @@ func (e *Engine) decideRecovery(inst *instance) {
 
 // learnExecuted takes a peer's snapshot frontier that this replica cannot install (it is
 // not ahead in every row): the instances it covers executed at that peer, so they are
-// committed, which a recovery of one of them can use (knownCommitted). This is how a
+// committed, which a recovery of one of them can use (acceptCandidate). This is how a
 // recovery ends when the replicas that know an instance's outcome have executed and
 // forgotten it: they answer its EPrepare and EValidate with a snapshot, not a vote.
 func (e *Engine) learnExecuted(frontier []protocol.InstanceID) {
@@ -203,7 +203,7 @@ func (e *Engine) learnExecuted(frontier []protocol.InstanceID) {
 	}
 }
 
-// knownCommitted is step 3's shortcut when the instance is known to be committed
+// acceptCandidate is step 3's shortcut when the instance is known to be committed
 // (executedElsewhere): with no committed or accepted value among F+1 EPrepareOK replies
 // (which intersect the majority of any slow-path or recovery commit), it was committed on
 // the fast path, with its leader's proposal, which is what a ballot-0 vote identical to
