@@ -253,6 +253,17 @@ func offsets(t *testing.T, msgs []protocol.Message) []uint64 {
 func TestChunkSender(t *testing.T) {
 	data := testBytes(3, 1050) // 11 chunks of 100 (the last 50)
 	snap := mpSnapshot(2, 40, data)
+	// acked starts a transfer of snap and acknowledges have bytes of it at tick 1: where
+	// the stall, rewind and abandon cases start. It returns the first chunk sent.
+	acked := func(t *testing.T, logs *bytes.Buffer, have uint64) (*chunkSender, *outbox, protocol.Message) {
+		s, out := senderFixture(logs)
+		m := snap
+		s.offer(&m, 0)
+		c := out.take()[0]
+		s.ack(ptr(ackOf(t, c, have)), 1)
+		out.take()
+		return s, out, c
+	}
 	t.Run("window-and-acks", func(t *testing.T) {
 		var logs bytes.Buffer
 		s, out := senderFixture(&logs)
@@ -303,12 +314,7 @@ func TestChunkSender(t *testing.T) {
 	})
 	t.Run("stall-resends-from-acked", func(t *testing.T) {
 		var logs bytes.Buffer
-		s, out := senderFixture(&logs)
-		m := snap
-		s.offer(&m, 0)
-		c := out.take()[0]
-		s.ack(ptr(ackOf(t, c, 200)), 1)
-		out.take()
+		s, out, _ := acked(t, &logs, 200)
 		s.tick(1 + s.resendTicks - 1)
 		if len(out.take()) != 0 {
 			t.Fatal("resent before resendTicks")
@@ -320,12 +326,7 @@ func TestChunkSender(t *testing.T) {
 	})
 	t.Run("receiver-lost-its-bytes", func(t *testing.T) {
 		var logs bytes.Buffer
-		s, out := senderFixture(&logs)
-		m := snap
-		s.offer(&m, 0)
-		c := out.take()[0]
-		s.ack(ptr(ackOf(t, c, 400)), 1)
-		out.take()
+		s, out, c := acked(t, &logs, 400)
 		s.ack(ptr(ackOf(t, c, 0)), 2)
 		if got := offsets(t, out.take()); !slices.Equal(got, []uint64{0, 100, 200, 300}) {
 			t.Fatalf("after an ack of 0: sent %v, want the window from 0", got)
@@ -333,12 +334,7 @@ func TestChunkSender(t *testing.T) {
 	})
 	t.Run("abandon-then-resume-where-receiver-is", func(t *testing.T) {
 		var logs bytes.Buffer
-		s, out := senderFixture(&logs)
-		m := snap
-		s.offer(&m, 0)
-		c := out.take()[0]
-		s.ack(ptr(ackOf(t, c, 300)), 1)
-		out.take()
+		s, out, c := acked(t, &logs, 300)
 		for now := uint64(2); now <= 1+s.abandonTicks; now++ {
 			s.tick(now)
 		}
@@ -349,6 +345,7 @@ func TestChunkSender(t *testing.T) {
 		// The engine sends the snapshot again: the transfer starts at 0, the receiver
 		// answers that it holds 300 bytes, the sender goes on from there.
 		now := 2 + s.abandonTicks
+		m := snap
 		s.offer(&m, now)
 		if got := offsets(t, out.take()); !slices.Equal(got, []uint64{0, 100, 200, 300}) {
 			t.Fatalf("restarted transfer sent %v", got)
